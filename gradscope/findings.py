@@ -1,0 +1,209 @@
+"""Findings and the code catalog: the contract shared by tests, the JSON record and the docs."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+
+class Severity(str, enum.Enum):
+    """How bad a finding is. Ordered: ``INFO < WARNING < ERROR``."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank >= other.rank
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One code of the catalog: its default severity, a one-line title and the default hint."""
+
+    code: str
+    severity: Severity
+    title: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: what is wrong (``message``), where to look (``where``) and how to fix it."""
+
+    code: str
+    severity: Severity
+    where: str
+    message: str
+    hint: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "where": self.where,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+        return cls(
+            code=str(data["code"]),
+            severity=Severity(data["severity"]),
+            where=str(data["where"]),
+            message=str(data["message"]),
+            hint=str(data["hint"]),
+        )
+
+
+def _entry(code: str, severity: str, title: str, hint: str) -> CatalogEntry:
+    return CatalogEntry(code, Severity(severity), title, hint)
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    e.code: e
+    for e in [
+        # GS1xx: registration
+        _entry("GS101", "error", "submodule held in a plain container",
+               "Hold submodules in nn.ModuleList / nn.ModuleDict (or assign each one as an attribute)."),
+        _entry("GS102", "error", "Parameter held in a plain container",
+               "Hold parameters in nn.ParameterList / nn.ParameterDict."),
+        _entry("GS103", "warning", "plain tensor attribute on a module",
+               "Use self.register_buffer(name, tensor) (or nn.Parameter if it should learn)."),
+        _entry("GS104", "error", "module called in forward but not registered under the root",
+               "Create the layer in __init__ and assign it to self (or a ModuleList), not inside forward."),
+        _entry("GS105", "warning", "registered submodule with parameters never called in forward",
+               "Remove the unused layer, or call it in forward; its parameters still cost memory and optimizer state."),
+        _entry("GS106", "info", "shared (tied) parameters",
+               "Fine when intended (tied embeddings); otherwise give each layer its own Parameter."),
+        _entry("GS107", "error", "submodule assigned before Module.__init__() was called",
+               "Call super().__init__() as the first line of __init__."),
+        # GS2xx: gradient flow
+        _entry("GS201", "warning", "trainable parameter never received a gradient",
+               "Look for a detached path (.detach(), .data, torch.no_grad) or an unused branch; freeze it if unused."),
+        _entry("GS202", "warning", "gradient exactly zero at every observed step",
+               "Check for dead activations, a zero-initialised layer feeding it, or a masked path."),
+        _entry("GS203", "warning", "vanishing gradients",
+               "Use residual connections, normalisation (BatchNorm/LayerNorm), ReLU-family activations, or better init."),
+        _entry("GS204", "warning", "exploding gradients",
+               "Lower the learning rate, add normalisation, or clip with torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)."),
+        _entry("GS205", "error", "non-finite (NaN/Inf) gradient",
+               "Look at the named module: log of zero, division by zero, overflow in fp16; lower the lr or use a GradScaler."),
+        _entry("GS206", "error", "non-finite loss or forward output",
+               "Inspect the named module's inputs and weights; check the data for NaN and the loss for log(0)."),
+        _entry("GS207", "warning", "dead units in a ReLU-family layer",
+               "Lower the learning rate, use LeakyReLU/GELU, or check the initialisation and the bias of the layer before."),
+        _entry("GS208", "info", "update-to-weight ratio far from about 1e-3",
+               "Tune the learning rate for this layer (per-parameter-group lr), or check its scale."),
+        _entry("GS209", "warning", "training is not learning",
+               "Check the suspects named in the message first; then the learning rate and the data labels."),
+        # GS3xx: freezing and the optimizer
+        _entry("GS301", "warning", "frozen parameters handed to the optimizer",
+               "Build the optimizer from [p for p in model.parameters() if p.requires_grad]."),
+        _entry("GS302", "error", "frozen parameter changed during training",
+               "Keep frozen parameters out of the optimizer (weight decay and momentum still move them) and zero_grad(set_to_none=True)."),
+        _entry("GS303", "error", "trainable parameter in no optimizer param group",
+               "Build the optimizer after replacing layers, or add the new parameters with optimizer.add_param_group()."),
+        _entry("GS304", "warning", "frozen submodule with BatchNorm in train mode",
+               "Call .eval() on the frozen submodule after model.train(), or freeze BatchNorm statistics explicitly."),
+        _entry("GS305", "warning", "parameter in the optimizer with gradients that never changed",
+               "Check the learning rate of its param group and whether optimizer.step() is skipped."),
+        _entry("GS306", "info", "almost everything is frozen",
+               "Often intended for fine-tuning; check it is what you meant."),
+        # GS4xx: clipping
+        _entry("GS401", "warning", "norm clipping acted on more than 90% of steps",
+               "Raise max_norm (look at the recorded pre-clip norms) or lower the learning rate."),
+        _entry("GS402", "info", "clipping never acted",
+               "The threshold is above every observed norm; lower it or drop clipping."),
+        _entry("GS403", "error", "clipping ran with nothing fresh to clip",
+               "Clip after loss.backward() and before optimizer.step()."),
+        _entry("GS404", "error", "non-finite total norm at clipping time",
+               "Find where the NaN/Inf starts (GS205); pass error_if_nonfinite=True to fail fast."),
+        _entry("GS405", "warning", "value clipping saturated more than 10% of gradient elements",
+               "Raise clip_value, or clip by norm instead."),
+        _entry("GS406", "error", "clipping of gradients still scaled by a GradScaler",
+               "Call scaler.unscale_(optimizer) before clipping."),
+        _entry("GS407", "warning", "clipping on every micro-batch under gradient accumulation",
+               "Clip once, after the last backward of the accumulation step, right before optimizer.step()."),
+        # GS5xx: the training loop
+        _entry("GS501", "warning", "softmax applied before a loss that applies it again",
+               "Return logits from the model; apply softmax only for reporting probabilities."),
+        _entry("GS502", "error", "output width does not fit the loss",
+               "CrossEntropyLoss needs one output per class (2 for binary); BCEWithLogitsLoss needs one."),
+        _entry("GS503", "warning", "optimizer.step() without zero_grad() since the last step",
+               "Call optimizer.zero_grad() once per optimizer step (before backward)."),
+        _entry("GS504", "warning", "train/eval mode wrong",
+               "Call model.eval() before evaluating and model.train() before training."),
+        _entry("GS505", "warning", "result of .to()/.cuda()/.cpu() discarded, or devices differ",
+               "Tensors are not moved in place: write x = x.to(device)."),
+        _entry("GS506", "info", "CUDA training without pinned memory",
+               "Pass pin_memory=True to the DataLoader when training on CUDA."),
+        _entry("GS507", "error", "call with a keyword the function does not take",
+               "Use the keyword the function takes (see its signature)."),
+        _entry("GS508", "info", "deprecated API",
+               "Use the replacement named in the message."),
+        _entry("GS509", "warning", "loss tensor accumulated across steps",
+               "Accumulate loss.item() (or loss.detach()) instead of the loss tensor."),
+        # GS6xx: hooks
+        _entry("GS601", "warning", "hooks piling up",
+               "Register hooks once outside the loop, or keep the handle and call handle.remove()."),
+        _entry("GS602", "info", "user hook changed a gradient",
+               "Fine when intended (gradient scaling, masking); make sure it is."),
+    ]
+}
+
+
+def finding(code: str, where: str, message: str, hint: str | None = None,
+            severity: Severity | None = None) -> Finding:
+    """Build a finding for a catalog code, with the catalog's severity and hint unless given."""
+    try:
+        entry = CATALOG[code]
+    except KeyError:
+        raise ValueError(f"unknown finding code {code!r}: expected one of the catalog's codes "
+                         f"(GS101 ... GS602); add new codes to gradscope.findings.CATALOG") from None
+    return Finding(code=code, severity=severity or entry.severity, where=where,
+                   message=message, hint=hint or entry.hint)
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Most severe first, then by code and place: the order a user should read them in."""
+    return sorted(findings, key=lambda f: (-f.severity.rank, f.code, f.where))
+
+
+def worst(findings: Iterable[Finding]) -> Severity | None:
+    """The highest severity among ``findings``, or None when there are none."""
+    levels = [f.severity for f in findings]
+    return max(levels, key=lambda s: s.rank) if levels else None
+
+
+def fails(findings: Iterable[Finding], fail_on: str) -> bool:
+    """Whether any finding is at or above ``fail_on`` ("error", "warning", "info" or "never")."""
+    if fail_on == "never":
+        return False
+    threshold = Severity(fail_on)
+    return any(f.severity >= threshold for f in findings)
