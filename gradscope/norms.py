@@ -1,0 +1,61 @@
+"""Pure tensor functions behind the probes: easy to test against plain autograd, reused by reports."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+DeviceDtype = tuple[torch.device, torch.dtype]
+
+
+def group_by_device_dtype(tensors: Sequence[torch.Tensor]) -> dict[DeviceDtype, list[int]]:
+    """Positions of ``tensors`` grouped by (device, dtype), the unit a fused foreach kernel takes."""
+    groups: dict[DeviceDtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    return groups
+
+
+def foreach_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of each tensor (all on one device and dtype) as one float32 vector, no host sync.
+
+    ``torch._foreach_norm`` is one fused kernel on CUDA; asking for float32 keeps half-precision
+    gradients from overflowing in the sum of squares.
+    """
+    if not tensors:
+        raise ValueError("foreach_norms needs at least one tensor")
+    if tensors[0].dtype == torch.float32:
+        norms = torch._foreach_norm(list(tensors))
+    else:
+        norms = torch._foreach_norm(list(tensors), 2, dtype=torch.float32)
+    return torch.stack(norms)
+
+
+def total_norm(norms: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of the concatenation, from the norms of the parts (last dimension)."""
+    return norms.double().square().sum(dim=-1).sqrt()
+
+
+def membership_matrix(owner: Sequence[int], groups: int) -> torch.Tensor:
+    """A (parts x groups) 0/1 matrix: row i has a 1 in column ``owner[i]``."""
+    m = torch.zeros(len(owner), groups, dtype=torch.float64)
+    if owner:
+        m[torch.arange(len(owner)), torch.tensor(list(owner), dtype=torch.long)] = 1.0
+    return m
+
+
+def combine_norms(norms: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """Norms of groups of parts: ``sqrt(norms**2 @ membership)`` over the last dimension."""
+    return (norms.double().square() @ membership).sqrt()
+
+
+def clip_coefficient(total: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """The factor ``clip_grad_norm_`` scales gradients by (1.0 when it does not act)."""
+    return torch.clamp(max_norm / (total + 1e-6), max=1.0)
+
+
+def update_ratio(delta_norm: torch.Tensor, weight_norm: torch.Tensor) -> torch.Tensor:
+    """``||dw|| / ||w||`` per part; 0/0 (an all-zero weight that did not move) gives 0."""
+    return torch.where(weight_norm > 0, delta_norm / weight_norm.clamp_min(1e-30),
+                       torch.where(delta_norm > 0, torch.full_like(delta_norm, float("inf")),
+                                   torch.zeros_like(delta_norm)))

@@ -1,0 +1,288 @@
+"""Per-parameter gradient L2 norms at every step, taken at the end of each backward (pre-clip).
+
+Norms are computed with one fused ``torch._foreach_norm`` per (device, dtype) group and written
+into a preallocated device buffer row; the host sees them only at a flush. With gradient
+accumulation the row is overwritten by every backward of the step, so it ends up holding the norm
+of the accumulated gradient that the optimizer will use, before any clipping.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gradscope.findings import Finding, finding
+from gradscope.norms import combine_norms, foreach_norms, group_by_device_dtype, membership_matrix, total_norm
+from gradscope.probes.base import Probe
+from gradscope.series import DecimatedSeries, RunningStats
+
+
+class _Group:
+    """Parameters sharing a device and dtype, with their device buffer."""
+
+    def __init__(self, positions: list[int], device: torch.device, rows: int) -> None:
+        self.positions = positions
+        self.device = device
+        self.buffer = torch.zeros(rows, len(positions), dtype=torch.float32, device=device)
+        self._index_cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def move_to(self, device: torch.device) -> None:
+        """Follow the model to another device, keeping the rows written so far."""
+        self.device = device
+        self.buffer = self.buffer.to(device)
+        self._index_cache.clear()
+
+    def index(self, present: tuple[int, ...]) -> torch.Tensor:
+        """Column indices (on the device) of the group members that have a gradient."""
+        cached = self._index_cache.get(present)
+        if cached is None:
+            cached = torch.tensor(present, dtype=torch.long, device=self.device)
+            self._index_cache[present] = cached
+        return cached
+
+
+class GradNormProbe(Probe):
+    """Gradient norm of every trainable parameter, per layer and in total, at every step."""
+
+    name = "grad_norm"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[_Group] = []
+        self.had_grad: list[bool] = []
+        self.param_stats: RunningStats | None = None
+        self.layer_stats: RunningStats | None = None
+        self.total_stats = RunningStats(1)
+        self.param_series: DecimatedSeries | None = None
+        self.total_series: DecimatedSeries | None = None
+        self.rows_written: set[int] = set()
+
+    def attach(self, run: Any) -> None:
+        super().attach(run)
+        n = len(run.params)
+        self.had_grad = [False] * n
+        self.param_stats = RunningStats(n)
+        self.layer_stats = RunningStats(len(run.layer_names))
+        self.param_series = DecimatedSeries(n, run.max_kept_steps)
+        self.total_series = DecimatedSeries(1, run.max_kept_steps)
+        self._membership = membership_matrix(run.param_layer, len(run.layer_names))
+        self._build_groups()
+
+    def _build_groups(self) -> None:
+        run = self._state()
+        self.groups = [
+            _Group(positions, device, run.flush_every)
+            for (device, _dtype), positions in group_by_device_dtype(run.params).items()
+        ]
+
+    # ---- per step (no host sync) -------------------------------------------------------------
+    def on_backward_end(self) -> None:
+        run = self._state()
+        params = run.params
+        for group in self.groups:
+            grads: list[torch.Tensor] = []
+            present: list[int] = []
+            for col, pos in enumerate(group.positions):
+                g = params[pos].grad
+                if g is not None:
+                    grads.append(g._values() if g.is_sparse else g)
+                    present.append(col)
+                    self.had_grad[pos] = True
+            if not grads:
+                continue
+            if grads[0].device != group.device:
+                group.move_to(grads[0].device)  # the model moved after attach (rare)
+            row = group.buffer[run.row]
+            if len(grads) == len(group.positions):
+                row.copy_(foreach_norms(grads))
+            else:
+                row.zero_()
+                row.index_copy_(0, group.index(tuple(present)), foreach_norms(grads))
+        self.rows_written.add(run.row)
+
+    # ---- flush (one host transfer per group) ---------------------------------------------------
+    def host_rows(self, n: int) -> torch.Tensor:
+        """The first ``n`` device rows as a (n x parameters) CPU float64 tensor, original order."""
+        run = self._state()
+        out = torch.zeros(n, len(run.params), dtype=torch.float64)
+        for group in self.groups:
+            cols = torch.tensor(group.positions, dtype=torch.long)
+            out[:, cols] = group.buffer[:n].to("cpu", torch.float64)
+        return out
+
+    def flush(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        assert self.param_stats and self.layer_stats and self.param_series and self.total_series
+        rows = self.host_rows(len(steps))
+        written = [i for i in range(len(steps)) if i in self.rows_written]
+        steps = [steps[i] for i in written]
+        rows = rows[written]
+        self.rows_written.clear()
+        for group in self.groups:
+            group.buffer.zero_()
+        if not steps:
+            return
+        layers = combine_norms(rows, self._membership)
+        totals = total_norm(rows).unsqueeze(1)
+        self.param_stats.update(steps, rows)
+        self.layer_stats.update(steps, layers)
+        self.total_stats.update(steps, totals)
+        self.param_series.append(steps, rows)
+        self.total_series.append(steps, totals)
+
+    # ---- results -----------------------------------------------------------------------------
+    @property
+    def steps(self) -> list[int]:
+        return self.param_series.steps if self.param_series else []
+
+    def param_values(self) -> torch.Tensor:
+        """Kept steps x parameters, float64, on the CPU."""
+        assert self.param_series is not None
+        return self.param_series.values()
+
+    def layer_values(self) -> torch.Tensor:
+        return combine_norms(self.param_values(), self._membership)
+
+    def total_values(self) -> torch.Tensor:
+        assert self.total_series is not None
+        return self.total_series.values()[:, 0]
+
+    def record(self) -> dict[str, Any]:
+        run = self._state()
+        assert self.param_stats and self.layer_stats
+        return {
+            "parameters": run.param_names,
+            "layers": run.layer_names,
+            "parameter_layer": run.param_layer,
+            "backward_order": [run.param_names[i] for i in run.backward_order],
+            "steps": self.steps,
+            "stride": self.param_series.stride if self.param_series else 1,
+            "total_norm": self.total_values().tolist(),
+            "layer_norms": self.layer_values().tolist(),
+            "parameter_norms": self.param_values().tolist(),
+            "parameter_stats": self.param_stats.to_dict(run.param_names),
+            "layer_stats": self.layer_stats.to_dict(run.layer_names),
+            "total_stats": self.total_stats.to_dict(["total"])["total"],
+        }
+
+    def findings(self) -> list[Finding]:
+        run = self._state()
+        assert self.param_stats and self.layer_stats
+        if run.backwards == 0:
+            return []
+        out: list[Finding] = []
+        out += self._never_got_grad()
+        out += self._always_zero()
+        out += self._vanishing()
+        out += self._exploding()
+        out += self._nonfinite()
+        return out
+
+    def _never_got_grad(self) -> list[Finding]:
+        run = self._state()
+        missing = [name for name, had in zip(run.param_names, self.had_grad) if not had]
+        if not missing:
+            return []
+        by_layer: dict[str, list[str]] = {}
+        for name in missing:
+            by_layer.setdefault(name.rpartition(".")[0] or run.root_name, []).append(name)
+        return [
+            finding("GS201", layer,
+                    f"{', '.join(names)} ({len(names)} trainable parameter"
+                    f"{'s' if len(names) > 1 else ''}) never received a gradient in "
+                    f"{run.backwards} backward pass{'es' if run.backwards != 1 else ''}: "
+                    "the loss does not depend on them, so they never train.")
+            for layer, names in by_layer.items()
+        ]
+
+    def _always_zero(self) -> list[Finding]:
+        run = self._state()
+        assert self.param_stats
+        out = []
+        for i, name in enumerate(run.param_names):
+            seen = int(self.param_stats.count[i])
+            if self.had_grad[i] and seen and float(self.param_stats.maximum[i]) == 0.0:
+                out.append(finding(
+                    "GS202", name,
+                    f"the gradient of {name} was exactly zero at all {seen} observed steps: "
+                    "it is connected to the loss but nothing flows through it, so it never changes."))
+        return out
+
+    def _layer_means(self) -> list[tuple[int, float]]:
+        """(layer index, mean norm) in backward order: output side first."""
+        run = self._state()
+        assert self.layer_stats
+        order: list[int] = []
+        for p in run.backward_order or range(len(run.params) - 1, -1, -1):
+            layer = run.param_layer[p]
+            if layer not in order:
+                order.append(layer)
+        means = self.layer_stats.mean()
+        return [(layer, float(means[layer])) for layer in order if int(self.layer_stats.count[layer])]
+
+    def _vanishing(self) -> list[Finding]:
+        run = self._state()
+        th = run.thresholds
+        layers = [(i, m) for i, m in self._layer_means() if m > 0.0]  # all-zero layers: GS202
+        if len(layers) < 2:
+            return []
+        out_side, in_side = layers[0], layers[-1]
+        names = run.layer_names
+        if in_side[1] > 0 and out_side[1] / in_side[1] > th.vanishing_ratio:
+            return [finding(
+                "GS203", names[in_side[0]],
+                f"the mean gradient norm falls from {out_side[1]:.3g} at {names[out_side[0]]} "
+                f"(output side) to {in_side[1]:.3g} at {names[in_side[0]]} (input side), a factor of "
+                f"{out_side[1] / in_side[1]:.3g} (threshold {th.vanishing_ratio:g}): the early layers "
+                "barely learn.")]
+        largest = max(m for _, m in layers)
+        tiny = [(i, m) for i, m in layers if m < th.vanishing_floor]
+        if tiny and largest >= th.vanishing_floor:
+            return [finding(
+                "GS203", names[i],
+                f"the mean gradient norm of {names[i]} is {m:.3g}, below {th.vanishing_floor:g} while "
+                f"other layers reach {largest:.3g}: this layer barely learns.") for i, m in tiny]
+        return []
+
+    def _exploding(self) -> list[Finding]:
+        run = self._state()
+        th = run.thresholds
+        peak = float(self.total_stats.maximum[0])
+        if int(self.total_stats.count[0]) and peak > th.exploding_norm:
+            return [finding(
+                "GS204", run.root_name,
+                f"the total gradient norm reached {peak:.3g} (threshold {th.exploding_norm:g}): "
+                "updates this large throw the weights far from where the loss was measured.")]
+        totals = self.total_values()
+        totals = totals[torch.isfinite(totals)]
+        if totals.numel() >= 20:
+            k = max(1, totals.numel() // 10)
+            early, late = float(totals[:k].mean()), float(totals[-k:].mean())
+            if early > 0 and late / early > th.exploding_growth:
+                return [finding(
+                    "GS204", run.root_name,
+                    f"the total gradient norm grew from {early:.3g} (first tenth of the run) to "
+                    f"{late:.3g} (last tenth), a factor of {late / early:.3g} "
+                    f"(threshold {th.exploding_growth:g}): training is diverging.")]
+        return []
+
+    def _nonfinite(self) -> list[Finding]:
+        run = self._state()
+        assert self.param_stats
+        first = [s for s in self.param_stats.first_nonfinite_step if s is not None]
+        if not first:
+            return []
+        step = min(first)
+        bad = {i for i, s in enumerate(self.param_stats.first_nonfinite_step) if s == step}
+        order = list(run.backward_order) + [i for i in range(len(run.params) - 1, -1, -1)
+                                             if i not in run.backward_order]
+        culprit = next(i for i in order if i in bad)
+        name = run.param_names[culprit]
+        module = name.rpartition(".")[0] or run.root_name
+        return [finding(
+            "GS205", name,
+            f"the gradient of {name} (module {module}) was the first to become non-finite, at step "
+            f"{step}, in backward order; {len(bad)} parameter gradient"
+            f"{'s were' if len(bad) > 1 else ' was'} non-finite at that step. Every update after "
+            "it spreads NaN/Inf into the weights.")]

@@ -1,0 +1,158 @@
+"""Hooks: ones that pile up (GS601) and user hooks that replace a gradient (GS602).
+
+GS601 counts the user's hooks (gradscope's own are left out) on every module, parameter and
+optimizer at the end of each of the first steps and at every flush, host-side only; a count that
+grows at several samples in a row is a hook registered inside the loop and never removed.
+
+GS602 wraps each user gradient hook found (parameter ``register_hook`` hooks, module full backward
+hooks and backward pre-hooks) in an observer that calls it and returns exactly what it returned,
+noting when that was a different tensor. The originals are put back on exit.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from gradscope.findings import Finding, finding
+from gradscope.probes.base import Probe
+
+EARLY_SAMPLES = 10  # sample at the end of each of the first steps; later only at flushes
+
+_MODULE_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_PARAM_DICTS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+_OPTIMIZER_DICTS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
+
+
+class _Observed:
+    """A user's gradient hook, called unchanged; remembers whether it replaced the gradient."""
+
+    def __init__(self, fn: Callable[..., Any], where: str, kind: str, on_change: Callable[[str, str], None]) -> None:
+        self.fn = fn
+        self.where = where
+        self.kind = kind
+        self.on_change = on_change
+
+    def __call__(self, *args: Any) -> Any:
+        result = self.fn(*args)
+        if result is not None and _replaced(result, args[-1] if self.kind != "tensor" else args[0]):
+            self.on_change(self.where, self.kind)
+        return result
+
+
+def _replaced(result: Any, original: Any) -> bool:
+    if isinstance(result, (tuple, list)) and isinstance(original, (tuple, list)):
+        return any(r is not o for r, o in zip(result, original))
+    return result is not original
+
+
+class HookProbe(Probe):
+    """GS601 and GS602."""
+
+    name = "hooks"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[tuple[int, dict[str, int]]] = []
+        self.changed: dict[tuple[str, str], int] = {}
+        self.wrapped: list[tuple[OrderedDict[int, Any], int, _Observed]] = []
+
+    def attach(self, run: Any) -> None:
+        super().attach(run)
+        self._wrap_new()
+
+    def detach(self) -> None:
+        super().detach()
+        while self.wrapped:
+            hooks, key, observed = self.wrapped.pop()
+            if hooks.get(key) is observed:
+                hooks[key] = observed.fn
+
+    # ---- GS602 ---------------------------------------------------------------------------------
+    def _note_change(self, where: str, kind: str) -> None:
+        self.changed[(where, kind)] = self.changed.get((where, kind), 0) + 1
+
+    def _wrap(self, hooks: OrderedDict[int, Any] | None, where: str, kind: str) -> None:
+        if not hooks:
+            return
+        own = self._state().own_hook_ids
+        for key, fn in list(hooks.items()):
+            if key in own or isinstance(fn, _Observed):
+                continue
+            observed = _Observed(fn, where, kind, self._note_change)
+            hooks[key] = observed
+            self.wrapped.append((hooks, key, observed))
+
+    def _wrap_new(self) -> None:
+        run = self._state()
+        for name, module in run.model.named_modules():
+            where = name or run.root_name
+            self._wrap(module._backward_hooks, where, "module full backward hook")
+            self._wrap(module._backward_pre_hooks, where, "module backward pre-hook")
+        for name, p in run.model.named_parameters():
+            self._wrap(p._backward_hooks, name, "tensor")
+
+    # ---- GS601 ---------------------------------------------------------------------------------
+    def _count(self) -> dict[str, int]:
+        run = self._state()
+        own = run.own_hook_ids
+        counts: dict[str, int] = {}
+
+        def add(where: str, obj: Any, names: tuple[str, ...]) -> None:
+            n = sum(sum(1 for k in (getattr(obj, d, None) or {}) if k not in own) for d in names)
+            if n:
+                counts[where] = n
+
+        for name, module in run.model.named_modules():
+            add(f"module {name or run.root_name}", module, _MODULE_DICTS)
+        for name, p in run.model.named_parameters():
+            add(f"parameter {name}", p, _PARAM_DICTS)
+        for i, opt in enumerate(run.optimizers):
+            add(f"optimizer {i} ({type(opt).__name__})", opt, _OPTIMIZER_DICTS)
+        return counts
+
+    def _sample(self) -> None:
+        run = self._state()
+        self.samples.append((run.step, self._count()))
+        self._wrap_new()
+
+    def on_step_end(self) -> None:
+        if self._state().step < EARLY_SAMPLES:
+            self._sample()
+
+    def flush(self, steps: list[int]) -> None:
+        if steps and steps[-1] >= EARLY_SAMPLES:
+            self._sample()
+
+    def record(self) -> dict[str, Any]:
+        last = self.samples[-1][1] if self.samples else {}
+        return {"hook_counts": last,
+                "gradient_changed_by": [{"where": w, "kind": k, "times": n}
+                                        for (w, k), n in sorted(self.changed.items())]}
+
+    def findings(self) -> list[Finding]:
+        out: list[Finding] = []
+        need = self._state().thresholds.hooks_growth_samples
+        places = {w for _, counts in self.samples for w in counts}
+        for where in sorted(places):
+            series = [(step, counts.get(where, 0)) for step, counts in self.samples]
+            run_len, best = 0, 0
+            for (_, a), (_, b) in zip(series, series[1:]):
+                run_len = run_len + 1 if b > a else 0
+                best = max(best, run_len)
+            if best >= need:
+                (s0, c0), (s1, c1) = series[0], series[-1]
+                out.append(finding(
+                    "GS601", where.split(" ", 1)[1],
+                    f"the {where} had {c0} hook(s) after step {s0} and {c1} after step {s1}: a hook "
+                    "is registered again every step and never removed, so each backward or forward "
+                    "runs all of them and memory grows."))
+        for (where, kind), n in sorted(self.changed.items()):
+            what = "a tensor hook" if kind == "tensor" else f"a {kind}"
+            out.append(finding(
+                "GS602", where,
+                f"{what} on {where} returned a different gradient {n} time(s): "
+                "what the optimizer sees is not what backward computed."))
+        return out

@@ -1,0 +1,206 @@
+"""Non-finite tracing: where NaN/Inf first appeared in the forward output, the loss or a gradient.
+
+Every training forward of the root module adds two flags to a device buffer row: "the output was
+non-finite" and, through a hook on the output, "the gradient arriving at the output was
+non-finite". A finite output whose incoming gradient is not means the loss (or whatever ran after
+the model) went non-finite. The host reads the flags at a flush (GS206); gradients are covered by
+the per-parameter norms (GS205, in ``gradnorm``).
+
+Finding the first module: when a flag is set and reading it costs nothing (CPU tensors), or in
+strict mode (where it costs a sync on a GPU), the step's forward is run once more with a forward
+hook on every module, under ``torch.no_grad()``, with the RNG state and every module buffer
+(BatchNorm statistics) saved before and restored after, so the user's training is unchanged. The
+first module to *finish* with a non-finite output is the innermost one that produced it. On a GPU
+without strict mode the step is reported and the module is left for a strict re-run.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradscope.errors import NonFiniteError
+from gradscope.findings import Finding, finding
+from gradscope.probes.activations import first_tensor
+from gradscope.probes.base import Probe
+from gradscope.probes.gradnorm import GradNormProbe
+
+
+def _floating(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() or obj.is_complex() else []
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in _floating(item)]
+    return []
+
+
+def nonfinite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """1.0 when any element of ``tensors`` is NaN or Inf, else 0.0 (a device scalar, no sync)."""
+    flags = [torch.isfinite(t.detach()).all().logical_not() for t in tensors]
+    return torch.stack(flags).any().to(torch.float32)
+
+
+def locate_nonfinite(root: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     names: dict[int, str]) -> str | None:
+    """Re-run ``root(*args, **kwargs)`` and name the first module whose output is non-finite.
+
+    Returns "input" when the inputs are already non-finite, None when the re-run stays finite.
+    Leaves RNG state and module buffers exactly as they were.
+    """
+    if any(not bool(torch.isfinite(t).all()) for t in _floating((args, kwargs))):
+        return "input"
+    found: list[str] = []
+
+    def hook(module: nn.Module, _args: Any, output: Any) -> None:
+        if not found and any(not bool(torch.isfinite(t).all()) for t in _floating(output)):
+            found.append(names.get(id(module), type(module).__name__))
+
+    saved = {k: v.detach().clone() for k, v in root.state_dict(keep_vars=True).items()
+             if not isinstance(v, nn.Parameter)}
+    devices = sorted({t.device.index or 0 for t in root.parameters() if t.is_cuda})
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            root(*args, **kwargs)
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            current = root.state_dict(keep_vars=True)
+            for k, v in saved.items():
+                current[k].copy_(v)
+    return found[0] if found else None
+
+
+class NonFiniteProbe(Probe):
+    """GS206 (non-finite loss or output) and strict mode for GS205/GS206."""
+
+    name = "nonfinite"
+
+    def __init__(self, grad_norm: GradNormProbe) -> None:
+        super().__init__()
+        self.grad_norm = grad_norm
+        self.buffer: torch.Tensor | None = None
+        self.first_output_step: int | None = None
+        self.first_loss_step: int | None = None
+        self.located: dict[int, str] = {}  # step -> module (or "input")
+        self._locating = False
+
+    def attach(self, run: Any) -> None:
+        super().attach(run)
+        self.handles.append(run.model.register_forward_hook(self._on_forward, with_kwargs=True))
+
+    def _row_buffer(self, device: torch.device) -> torch.Tensor:
+        if self.buffer is None or self.buffer.device != device:
+            fresh = torch.zeros(self._state().flush_every, 2, dtype=torch.float32, device=device)
+            if self.buffer is not None:
+                fresh.copy_(self.buffer.to(device))
+            self.buffer = fresh
+        return self.buffer
+
+    def _readable(self, t: torch.Tensor) -> bool:
+        # On the CPU a tensor's value is already on the host: reading it is not a device sync.
+        return t.device.type == "cpu" or self._state().strict
+
+    def _on_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    output: Any) -> None:
+        if self._locating or not torch.is_grad_enabled():
+            return
+        tensors = _floating(output)
+        if not tensors:
+            return
+        run = self._state()
+        flag = nonfinite_flag(tensors)
+        buffer = self._row_buffer(flag.device)
+        buffer[run.row, 0].add_(flag)
+        out = first_tensor(output)
+        if out is not None and out.requires_grad:
+            out.register_hook(functools.partial(self._on_output_grad, flag))
+        if self._readable(flag) and bool(flag) and run.step not in self.located:
+            self._locating = True
+            try:
+                where = locate_nonfinite(module, args, kwargs, run.module_names)
+            finally:
+                self._locating = False
+            self.located[run.step] = where or run.root_name
+            if run.strict:
+                raise NonFiniteError(
+                    f"non-finite forward output at step {run.step}, first produced by "
+                    f"{self._name(self.located[run.step])} (strict mode)")
+
+    def _name(self, where: str) -> str:
+        return self._state().root_name if where == "" else where
+
+    def _on_output_grad(self, output_flag: torch.Tensor, grad: torch.Tensor) -> None:
+        run = self._state()
+        # A non-finite gradient arriving at a finite output: the loss was non-finite.
+        bad = torch.isfinite(grad.detach()).all().logical_not().to(torch.float32) * (1 - output_flag)
+        self._row_buffer(bad.device)[run.row, 1].add_(bad)
+        if run.strict and bool(bad):
+            raise NonFiniteError(
+                f"non-finite loss at step {run.step}: the model's output was finite but the gradient "
+                "arriving at it was not (strict mode)")
+
+    def on_backward_end(self) -> None:
+        run = self._state()
+        if not run.strict:
+            return
+        rows = self.grad_norm.host_rows(run.row + 1)[run.row]  # one sync: strict mode's price
+        if not bool(torch.isfinite(rows).all()):
+            bad = set(torch.isfinite(rows).logical_not().nonzero().flatten().tolist())
+            order = run.backward_order + [i for i in range(len(run.params)) if i not in run.backward_order]
+            first = next(i for i in order if i in bad)
+            raise NonFiniteError(
+                f"non-finite gradient at step {run.step}: {run.param_names[first]} was the first "
+                "in backward order (strict mode)")
+
+    def flush(self, steps: list[int]) -> None:
+        if self.buffer is None or not steps:
+            return
+        rows = self.buffer[: len(steps)].cpu()
+        self.buffer.zero_()
+        for i, step in enumerate(steps):
+            if self.first_output_step is None and rows[i, 0] > 0:
+                self.first_output_step = step
+            if self.first_loss_step is None and rows[i, 1] > 0:
+                self.first_loss_step = step
+
+    def record(self) -> dict[str, Any]:
+        return {"first_nonfinite_output_step": self.first_output_step,
+                "first_nonfinite_loss_step": self.first_loss_step,
+                "located": {str(k): v for k, v in self.located.items()}}
+
+    def findings(self) -> list[Finding]:
+        run = self._state()
+        out: list[Finding] = []
+        if self.first_output_step is not None:
+            step = self.first_output_step
+            where = self.located.get(step)
+            if where == "input":
+                msg = (f"the forward output became non-finite at step {step} because the input batch "
+                       "already held NaN/Inf: the data, not the model, is the source.")
+                hint = "Check the data pipeline (normalisation dividing by zero, corrupt samples)."
+                out.append(finding("GS206", "input", msg, hint))
+            elif where is not None:
+                out.append(finding(
+                    "GS206", self._name(where),
+                    f"the forward output became non-finite at step {step}; {self._name(where)} was the "
+                    "first module whose output held NaN/Inf. Everything computed after it is garbage."))
+            else:
+                out.append(finding(
+                    "GS206", run.root_name,
+                    f"the forward output became non-finite at step {step}. Run with "
+                    "watch(..., strict=True) to name the first module (costs a sync per step on a GPU)."))
+        if self.first_loss_step is not None and (self.first_output_step is None
+                                                 or self.first_loss_step < self.first_output_step):
+            out.append(finding(
+                "GS206", "loss",
+                f"the loss became non-finite at step {self.first_loss_step} while the model's output "
+                "was finite: the loss function produced NaN/Inf (log of 0, a target out of range, "
+                "a division by zero).",
+                "Check the loss inputs: clamp probabilities before log, use the *WithLogits losses, "
+                "and check targets for NaN."))
+        return out

@@ -1,0 +1,107 @@
+"""Update-to-weight ratio (GS208), ``||w_after - w_before|| / ||w_before||``, sampled.
+
+Every ``every`` steps the trainable weights are copied right before ``optimizer.step()`` (one
+fused ``_foreach_mul``; memory is the model size, for that step only) and compared right after.
+Ratios stay on the device until a flush. Parameters that did not move at all are left to the
+freeze and optimizer checks.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gradscope.findings import Finding, finding
+from gradscope.norms import combine_norms, foreach_norms, group_by_device_dtype, membership_matrix
+from gradscope.probes.base import Probe
+
+
+class UpdateRatioProbe(Probe):
+    """Sampled relative update size per layer."""
+
+    name = "update_ratio"
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = every
+        self.snapshot: list[torch.Tensor] | None = None
+        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.steps: list[int] = []
+        self.rows: list[torch.Tensor] = []  # per sample: (2 x params) of [||dw||, ||w||]
+
+    def on_step_begin(self) -> None:
+        run = self._state()
+        if run.step % self.every == 0 and run.params:
+            self.snapshot = torch._foreach_mul([p.detach() for p in run.params], 1.0)
+
+    def on_step_end(self) -> None:
+        if self.snapshot is None:
+            return
+        run = self._state()
+        now = [p.detach() for p in run.params]
+        delta = torch._foreach_sub(now, self.snapshot)
+        self.snapshot = None
+        parts_d: list[torch.Tensor] = []
+        parts_w: list[torch.Tensor] = []
+        order: list[int] = []
+        for positions in group_by_device_dtype(now).values():
+            parts_d.append(foreach_norms([delta[i] for i in positions]))
+            parts_w.append(foreach_norms([now[i] for i in positions]))
+            order += positions
+        d = torch.cat([t.to(parts_d[0].device) for t in parts_d])
+        w = torch.cat([t.to(parts_w[0].device) for t in parts_w])
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        self.pending.append((run.step, torch.stack([d, w])[:, inverse.to(d.device)]))
+
+    def flush(self, steps: list[int]) -> None:
+        if not self.pending:
+            return
+        host = torch.stack([t for _, t in self.pending]).to("cpu", torch.float64)
+        self.steps += [s for s, _ in self.pending]
+        self.rows += list(host.unbind(0))
+        self.pending.clear()
+        run = self._state()
+        while len(self.steps) > run.max_kept_steps:  # keep every other sample: bounded memory
+            self.steps, self.rows = self.steps[::2], self.rows[::2]
+
+    def layer_ratios(self) -> torch.Tensor:
+        """Samples x layers of ``||dW|| / ||W||`` over each layer's parameters."""
+        run = self._state()
+        if not self.rows:
+            return torch.zeros(0, len(run.layer_names), dtype=torch.float64)
+        m = membership_matrix(run.param_layer, len(run.layer_names))
+        stacked = torch.stack(self.rows)  # samples x 2 x params
+        d = combine_norms(stacked[:, 0], m)
+        w = combine_norms(stacked[:, 1], m)
+        return torch.where(w > 0, d / w.clamp_min(1e-300), torch.zeros_like(d))
+
+    def record(self) -> dict[str, Any]:
+        if not self.rows:
+            return {}
+        return {"layers": self._state().layer_names, "steps": self.steps,
+                "ratios": self.layer_ratios().tolist()}
+
+    def findings(self) -> list[Finding]:
+        run = self._state()
+        ratios = self.layer_ratios()
+        if ratios.shape[0] == 0:
+            return []
+        th = run.thresholds
+        out = []
+        for j, layer in enumerate(run.layer_names):
+            col = ratios[:, j]
+            col = col[col > 0]  # layers that never moved belong to GS305 and GS302
+            if col.numel() == 0:
+                continue
+            median = float(col.median())
+            if median < th.update_ratio_low or median > th.update_ratio_high:
+                side = "small" if median < th.update_ratio_low else "large"
+                out.append(finding(
+                    "GS208", layer,
+                    f"the median update-to-weight ratio of {layer} is {median:.2g} over "
+                    f"{col.numel()} sampled steps (healthy is about 1e-3; this is {side}, outside "
+                    f"{th.update_ratio_low:g}..{th.update_ratio_high:g}): "
+                    + ("it barely learns." if side == "small" else "each step rewrites a large share "
+                       "of the weights.")))
+        return out

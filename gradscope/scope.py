@@ -1,0 +1,326 @@
+"""``watch()``: the context manager that attaches the probes and owns the step clock.
+
+The clock has two ticks:
+
+- *end of backward*: every trainable parameter gets a ``register_post_accumulate_grad_hook``; the
+  first one to fire in a backward pass queues a callback on the autograd engine
+  (``Variable._execution_engine.queue_callback``, the mechanism DDP and FSDP use), which runs once
+  the whole backward has finished and every ``.grad`` is final. Probes read gradients there, so
+  they see the gradient backward produced, before any clipping.
+- *end of step*: ``Optimizer.register_step_post_hook`` when an optimizer is given; otherwise every
+  backward ends a step, or ``scope.step()`` does with ``step_on="manual"``.
+
+Every hook handle is held by the probe or scope that registered it and removed on exit, also when
+the body raises. Nothing here returns a tensor from a hook, so gradients are never replaced.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.autograd import Variable
+from torch.utils.hooks import RemovableHandle
+
+from gradscope.errors import GradscopeError
+from gradscope.findings import Finding, sort_findings
+from gradscope.probes.activations import ActivationProbe, TensorProbe
+from gradscope.probes.base import Probe, RunState
+from gradscope.probes.deadunits import DeadUnitProbe
+from gradscope.probes.gradnorm import GradNormProbe
+from gradscope.probes.hooks import HookProbe
+from gradscope.probes.nonfinite import NonFiniteProbe
+from gradscope.probes.update import UpdateRatioProbe
+from gradscope.reports.record import SCHEMA, VERSION, write_record
+from gradscope.thresholds import Thresholds
+
+StepOn = Literal["auto", "optimizer", "backward", "manual"]
+ActivationSpec = Literal["all"] | Sequence[str | type] | None
+
+def _check_model(model: object) -> nn.Module:
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise GradscopeError(
+            f"watch() got the class `{model.__name__}`, expected an instance: `{model.__name__}()`")
+    if not isinstance(model, nn.Module):
+        raise GradscopeError(
+            f"watch() expected an nn.Module as its first argument, got {type(model).__name__}")
+    return model
+
+
+def _check_optimizers(optimizer: object) -> list[torch.optim.Optimizer]:
+    if optimizer is None:
+        return []
+    items = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    for item in items:
+        if isinstance(item, type):
+            raise GradscopeError(
+                f"watch() got the optimizer class `{item.__name__}`, expected an instance such as "
+                f"`{item.__name__}(model.parameters(), lr=1e-3)`")
+        if not isinstance(item, torch.optim.Optimizer):
+            raise GradscopeError(
+                f"watch() expected a torch.optim.Optimizer (or a list of them) as `optimizer`, "
+                f"got {type(item).__name__}")
+    return items
+
+
+def _trainable(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
+    names: list[str] = []
+    params: list[nn.Parameter] = []
+    for name, p in model.named_parameters():  # tied parameters come once, under their first name
+        if p.requires_grad:
+            names.append(name)
+            params.append(p)
+    return names, params
+
+
+def _layers(names: list[str], root: str) -> tuple[list[str], list[int]]:
+    layer_names: list[str] = []
+    index: dict[str, int] = {}
+    owner: list[int] = []
+    for name in names:
+        layer = name.rpartition(".")[0] or root
+        if layer not in index:
+            index[layer] = len(layer_names)
+            layer_names.append(layer)
+        owner.append(index[layer])
+    return layer_names, owner
+
+
+class Scope:
+    """A watched training run. Use through ``gradscope.watch``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
+        *,
+        activations: ActivationSpec = None,
+        step_on: StepOn = "auto",
+        flush_every: int = 100,
+        max_kept_steps: int = 2048,
+        strict: bool = False,
+        dead_units: bool = True,
+        update_ratio_every: int = 50,
+        thresholds: Thresholds | Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model = _check_model(model)
+        self.optimizers = _check_optimizers(optimizer)
+        if step_on not in ("auto", "optimizer", "backward", "manual"):
+            raise GradscopeError(
+                f"step_on must be 'auto', 'optimizer', 'backward' or 'manual', got {step_on!r}")
+        if step_on == "optimizer" and not self.optimizers:
+            raise GradscopeError("step_on='optimizer' needs an optimizer: watch(model, optimizer)")
+        if step_on == "auto":
+            step_on = "optimizer" if self.optimizers else "backward"
+        self.step_on: StepOn = step_on
+        if flush_every < 1 or max_kept_steps < 2:
+            raise GradscopeError(
+                f"flush_every must be >= 1 and max_kept_steps >= 2, got {flush_every} and {max_kept_steps}")
+        names, params = _trainable(self.model)
+        root = type(self.model).__name__
+        layer_names, owner = _layers(names, root)
+        self.run = RunState(
+            model=self.model, optimizers=self.optimizers, flush_every=flush_every,
+            max_kept_steps=max_kept_steps, thresholds=Thresholds.of(thresholds), strict=strict,
+            root_name=root,
+            module_names={id(m): n for n, m in self.model.named_modules(remove_duplicate=False)},
+            param_names=names, params=params, param_layer=owner, layer_names=layer_names)
+        self.grad_norm = GradNormProbe()
+        self.nonfinite = NonFiniteProbe(self.grad_norm)
+        self.tensors = TensorProbe()
+        self.probes: list[Probe] = [self.grad_norm, self.nonfinite, self.tensors, HookProbe()]
+        if activations is not None:
+            self.probes.append(ActivationProbe(activations))
+        if dead_units:
+            self.probes.append(DeadUnitProbe())
+        if update_ratio_every > 0 and self.optimizers:
+            self.probes.append(UpdateRatioProbe(update_ratio_every))
+        self._handles: list[RemovableHandle] = []
+        self._callback_queued = False
+        self._recording_order = True
+        self._attached = False
+        self._closed = False
+        self._findings: list[Finding] | None = None
+
+    # ---- attach / detach -----------------------------------------------------------------------
+    def __enter__(self) -> Scope:
+        if self._attached or self._closed:
+            raise GradscopeError("a watch() scope can be entered once; create a new one per run")
+        self._attached = True
+        try:
+            for i, p in enumerate(self.run.params):
+                self._handles.append(
+                    p.register_post_accumulate_grad_hook(functools.partial(self._on_grad, i)))
+            if self.step_on == "optimizer":
+                clock = self.optimizers[0]
+                self._handles.append(clock.register_step_pre_hook(self._on_step_pre))
+                self._handles.append(clock.register_step_post_hook(self._on_step_post))
+            for probe in self.probes:
+                probe.attach(self.run)
+            self.run.own_hook_ids.update(
+                h.id for h in [*self._handles, *(h for p in self.probes for h in p.handles)])
+        except BaseException:
+            self._detach()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush what is left and remove every hook. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.run.backwards_in_step:  # a step cut short (exception, or no step() yet)
+                self._end_step()
+            self._flush()
+        finally:
+            self._detach()
+
+    def _detach(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+        for probe in self.probes:
+            probe.detach()
+
+    # ---- the clock -----------------------------------------------------------------------------
+    def _on_grad(self, index: int, _param: torch.Tensor) -> None:
+        if self._recording_order:
+            self.run.backward_order.append(index)
+        if not self._callback_queued:
+            self._callback_queued = True
+            Variable._execution_engine.queue_callback(self._on_backward_end)
+
+    def _on_backward_end(self) -> None:
+        self._callback_queued = False
+        self._recording_order = False
+        run = self.run
+        run.backwards += 1
+        run.backwards_in_step += 1
+        for probe in self.probes:
+            probe.on_backward_end()
+        if self.step_on == "backward":
+            self._end_step()
+
+    def _on_step_pre(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        for probe in self.probes:
+            probe.on_step_begin()
+
+    def _on_step_post(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        self._end_step()
+
+    def step(self) -> None:
+        """End the current step by hand (only with ``step_on="manual"``)."""
+        if self.step_on != "manual":
+            raise GradscopeError(
+                f"scope.step() is for step_on='manual'; this scope's clock follows the "
+                f"{self.step_on} already. Drop the step() call or pass step_on='manual' to watch().")
+        for probe in self.probes:
+            probe.on_step_begin()
+        self._end_step()
+
+    def _end_step(self) -> None:
+        run = self.run
+        for probe in self.probes:
+            probe.on_step_end()
+        run.step += 1
+        run.backwards_in_step = 0
+        if run.step - run.flushed_until >= run.flush_every:
+            self._flush()
+
+    def _flush(self) -> None:
+        run = self.run
+        steps = list(range(run.flushed_until, run.step))
+        for probe in self.probes:
+            probe.flush(steps)
+        run.flushed_until = run.step
+
+    # ---- activation gradients on request ---------------------------------------------------------
+    def probe(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        """Record the gradient of ``tensor`` (norm, max |g|) through ``Tensor.register_hook``.
+
+        Call it every step on the fresh tensor; returns the tensor so it can wrap an expression.
+        """
+        self.tensors.probe(tensor, name)
+        return tensor
+
+    def retain(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        """Keep ``tensor.grad`` with ``retain_grad()`` and record its statistics after backward."""
+        self.tensors.retain(tensor, name)
+        return tensor
+
+    # ---- results -------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        """Completed steps."""
+        return self.run.step
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every probe's findings, most severe first (computed once the scope is closed)."""
+        if not self._closed:
+            self._flush()
+            return sort_findings(f for p in self.probes for f in p.findings())
+        if self._findings is None:
+            self._findings = sort_findings(f for p in self.probes for f in p.findings())
+        return self._findings
+
+    @property
+    def records(self) -> dict[str, Any]:
+        """Step-keyed statistics of every probe, by probe name (JSON-ready)."""
+        if not self._closed:
+            self._flush()
+        records = {p.name: p.record() for p in self.probes}
+        return {name: r for name, r in records.items() if r}
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON record of this run: findings, captured statistics, and what was watched."""
+        run = self.run
+        n_all = sum(p.numel() for p in self.model.parameters())
+        n_train = sum(p.numel() for p in run.params)
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "torch_version": torch.__version__,
+            "model": {"class": run.root_name, "parameters": n_all, "trainable": n_train,
+                      "device": str(run.params[0].device) if run.params else "cpu"},
+            "steps": run.step,
+            "backwards": run.backwards,
+            "step_on": self.step_on,
+            "findings": [f.to_dict() for f in self.findings],
+            "probes": self.records,
+        }
+
+    def report(self, path: str | Path) -> Path:
+        """Write the JSON record to ``path`` atomically and return the path."""
+        return write_record(self.to_record(), path)
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
+    **options: Any,
+) -> Scope:
+    """Watch a training run: ``with gradscope.watch(model, optimizer) as scope: ...``.
+
+    Args:
+        model: the root module being trained.
+        optimizer: its optimizer (or a list); its step hooks are the step clock.
+        activations: record output-gradient norms of modules: "all", or a list of module names
+            and/or module classes.
+        step_on: "auto" (optimizer if given, else each backward), "optimizer", "backward", "manual".
+        flush_every: steps between moves of the device buffers to the host (one sync each).
+        max_kept_steps: per-step rows kept for plots; older rows are thinned evenly beyond it.
+        strict: raise ``NonFiniteError`` at the first non-finite gradient, loss or output (this
+            checks every step, which costs one host-device sync per step on a GPU).
+        dead_units: track ReLU units that never activate (GS207).
+        update_ratio_every: sample ``||dw||/||w||`` every this many steps (0 turns it off).
+        thresholds: overrides of ``gradscope.Thresholds`` as a dict.
+    """
+    return Scope(model, optimizer, **options)

@@ -1,0 +1,98 @@
+"""Host-side storage for per-step statistics that stays bounded however long the run.
+
+Two parts, both updated once per flush, never per step:
+
+- ``RunningStats``: exact count, sum, min, max and first non-finite step of every column over
+  *all* steps (they see every row before anything is dropped).
+- ``DecimatedSeries``: the rows themselves, for plots. It keeps the steps that are multiples of a
+  stride; when it holds more than ``max_rows`` rows the stride doubles and every other row goes.
+  Memory is therefore at most ``max_rows`` rows, and the kept steps stay evenly spaced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class RunningStats:
+    """Exact per-column statistics over every step seen, ignoring non-finite values."""
+
+    width: int
+    count: torch.Tensor = field(init=False)
+    total: torch.Tensor = field(init=False)
+    minimum: torch.Tensor = field(init=False)
+    maximum: torch.Tensor = field(init=False)
+    first_nonfinite_step: list[int | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.count = torch.zeros(self.width, dtype=torch.long)
+        self.total = torch.zeros(self.width, dtype=torch.float64)
+        self.minimum = torch.full((self.width,), float("inf"), dtype=torch.float64)
+        self.maximum = torch.full((self.width,), float("-inf"), dtype=torch.float64)
+        self.first_nonfinite_step = [None] * self.width
+
+    def update(self, steps: list[int], rows: torch.Tensor) -> None:
+        """Fold in ``rows`` (one per step in ``steps``, CPU float64)."""
+        if rows.numel() == 0:
+            return
+        finite = torch.isfinite(rows)
+        if not bool(finite.all()):
+            bad_rows, bad_cols = (~finite).nonzero(as_tuple=True)
+            for r, c in zip(bad_rows.tolist(), bad_cols.tolist()):
+                if self.first_nonfinite_step[c] is None:
+                    self.first_nonfinite_step[c] = steps[r]
+        clean = torch.where(finite, rows, torch.zeros_like(rows))
+        self.count += finite.sum(dim=0)
+        self.total += clean.sum(dim=0)
+        self.minimum = torch.minimum(self.minimum, torch.where(finite, rows, torch.inf).amin(dim=0))
+        self.maximum = torch.maximum(self.maximum, torch.where(finite, rows, -torch.inf).amax(dim=0))
+
+    def mean(self) -> torch.Tensor:
+        return self.total / self.count.clamp_min(1)
+
+    def to_dict(self, names: list[str]) -> dict[str, dict[str, float | int | None]]:
+        mean = self.mean()
+        out: dict[str, dict[str, float | int | None]] = {}
+        for i, name in enumerate(names):
+            seen = int(self.count[i])
+            out[name] = {
+                "count": seen,
+                "min": float(self.minimum[i]) if seen else None,
+                "max": float(self.maximum[i]) if seen else None,
+                "mean": float(mean[i]) if seen else None,
+                "first_nonfinite_step": self.first_nonfinite_step[i],
+            }
+        return out
+
+
+@dataclass
+class DecimatedSeries:
+    """Rows of ``width`` values keyed by step, thinned to at most ``max_rows`` evenly spaced steps."""
+
+    width: int
+    max_rows: int = 2048
+    stride: int = 1
+    steps: list[int] = field(default_factory=list)
+    _blocks: list[torch.Tensor] = field(default_factory=list)
+
+    def append(self, steps: list[int], rows: torch.Tensor) -> None:
+        keep = [i for i, s in enumerate(steps) if s % self.stride == 0]
+        if keep:
+            self.steps.extend(steps[i] for i in keep)
+            self._blocks.append(rows[keep].clone())
+        while len(self.steps) > self.max_rows:
+            self.stride *= 2
+            merged = self.values()
+            keep = [i for i, s in enumerate(self.steps) if s % self.stride == 0]
+            self.steps = [self.steps[i] for i in keep]
+            self._blocks = [merged[keep].clone()]
+
+    def values(self) -> torch.Tensor:
+        """All kept rows as one (kept steps x width) tensor."""
+        if not self._blocks:
+            return torch.zeros(0, self.width, dtype=torch.float64)
+        if len(self._blocks) > 1:
+            self._blocks = [torch.cat(self._blocks)]
+        return self._blocks[0]
