@@ -29,7 +29,9 @@ from gradscope.errors import GradscopeError
 from gradscope.findings import Finding, sort_findings
 from gradscope.probes.activations import ActivationProbe, TensorProbe
 from gradscope.probes.base import Probe, RunState
+from gradscope.probes.clipping import ClipProbe
 from gradscope.probes.deadunits import DeadUnitProbe
+from gradscope.probes.freeze import FreezeProbe, format_freeze_table
 from gradscope.probes.gradnorm import GradNormProbe
 from gradscope.probes.hooks import HookProbe
 from gradscope.probes.nonfinite import NonFiniteProbe
@@ -131,7 +133,10 @@ class Scope:
         self.grad_norm = GradNormProbe()
         self.nonfinite = NonFiniteProbe(self.grad_norm)
         self.tensors = TensorProbe()
-        self.probes: list[Probe] = [self.grad_norm, self.nonfinite, self.tensors, HookProbe()]
+        self.freeze = FreezeProbe(had_grad=self._had_grad)
+        self.clipping = ClipProbe(layer_norms=self.grad_norm.layer_shares)
+        self.probes: list[Probe] = [self.grad_norm, self.nonfinite, self.tensors, HookProbe(),
+                                    self.freeze, self.clipping]
         if activations is not None:
             self.probes.append(ActivationProbe(activations))
         if dead_units:
@@ -256,6 +261,16 @@ class Scope:
         return tensor
 
     # ---- results -------------------------------------------------------------------------------
+    def _had_grad(self, name: str) -> bool:
+        names = self.run.param_names
+        return name in names and self.grad_norm.had_grad[names.index(name)]
+
+    def freeze_table(self) -> str:
+        """Per module: trainable and frozen counts, optimizer coverage, lr, and what changed."""
+        if not self._closed:
+            self._flush()
+        return format_freeze_table(self.freeze.table())
+
     @property
     def steps(self) -> int:
         """Completed steps."""

@@ -148,6 +148,19 @@ class GradNormProbe(Probe):
         assert self.total_series is not None
         return self.total_series.values()[:, 0]
 
+    def layer_shares(self, steps: list[int], top: int = 3) -> dict[str, float]:
+        """The layers carrying most of the squared total norm, averaged over the kept ``steps``."""
+        wanted = set(steps)
+        rows = [i for i, s in enumerate(self.steps) if s in wanted]
+        if not rows:
+            return {}
+        layers = self.layer_values()[rows].square()
+        totals = layers.sum(dim=1, keepdim=True).clamp_min(1e-300)
+        share = (layers / totals).mean(dim=0)
+        best = torch.argsort(share, descending=True)[:top].tolist()
+        names = self._state().layer_names
+        return {names[i]: float(share[i]) for i in best}
+
     def record(self) -> dict[str, Any]:
         run = self._state()
         assert self.param_stats and self.layer_stats

@@ -1,0 +1,313 @@
+"""Clipping analysis (GS401–GS407): every call of PyTorch's clip functions, observed unchanged.
+
+``clip_grad_norm_``, ``clip_grad_value_`` and ``clip_grads_with_norm_`` are module functions that
+PyTorch wraps in a small no-grad wrapper; every import of them (``torch.nn.utils.clip_grad_norm_``,
+``from torch.nn.utils import clip_grad_norm_``, ...) is that one wrapper object. While a scope is
+open, the wrapper's inner function (its closure cell) is swapped for an observer that calls the
+original with the same arguments and returns its result unchanged; the cell is restored on exit.
+So calls are seen however the user imported the function, even before ``watch()`` started.
+Where a torch version has no such wrapper, the module attributes are patched instead.
+
+What each call records stays on the device (pre-clip total norm, whether it acted) until a flush.
+GS406 needs to know about a ``torch.amp.GradScaler``: ``GradScaler.scale`` is observed the same way
+(class attribute, restored on exit) to learn which scalers are in use.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.utils.clip_grad as clip_module
+
+from gradscope.findings import Finding, finding
+from gradscope.probes.base import Probe
+
+MIN_CALLS_FOR_RATE = 5  # GS401/GS402 need this many clip calls to speak of a rate
+
+
+@dataclass
+class ClipCall:
+    """One observed clip call (device tensors until the flush turns them into floats)."""
+
+    step: int
+    kind: str                       # "norm", "value" or "with_norm"
+    threshold: float                # max_norm or clip_value
+    total: Any = None               # pre-clip total norm (norm kinds)
+    saturated: Any = None           # value clipping: share of elements clipped
+
+
+def _materialise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Turn a parameters generator into a list both the observer and PyTorch can read.
+
+    PyTorch reads it into a list itself; an empty generator is passed on as an empty generator so
+    that PyTorch's own "empty generator" warning still fires.
+    """
+    if args:
+        params, rest = args[0], args[1:]
+    elif "parameters" in kwargs:
+        params, rest = kwargs["parameters"], ()
+    else:
+        return args, kwargs
+    if isinstance(params, (torch.Tensor, list, tuple)) or params is None:
+        return args, kwargs
+    items = list(params)
+    value: Any = items if items else (p for p in items)
+    if args:
+        return (value, *rest), kwargs
+    return args, {**kwargs, "parameters": value}
+
+
+class _CellPatch:
+    """Swap the function a no-grad wrapper calls; put it back on ``undo``."""
+
+    def __init__(self, wrapper: Callable[..., Any], make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        self.cell = None
+        self.original: Callable[..., Any] | None = None
+        code = getattr(wrapper, "__code__", None)
+        closure = getattr(wrapper, "__closure__", None)
+        if code is not None and closure and "func" in code.co_freevars:
+            self.cell = closure[code.co_freevars.index("func")]
+            self.original = self.cell.cell_contents
+            self.cell.cell_contents = make(self.original)
+
+    @property
+    def ok(self) -> bool:
+        return self.cell is not None
+
+    def undo(self) -> None:
+        if self.cell is not None:
+            self.cell.cell_contents = self.original
+            self.cell = None
+
+
+class ClipProbe(Probe):
+    """Observes clipping; GS401–GS407."""
+
+    name = "clipping"
+
+    def __init__(self, layer_norms: Callable[[list[int]], dict[str, float]] | None = None) -> None:
+        super().__init__()
+        self.layer_share = layer_norms
+        self.calls: list[ClipCall] = []
+        self.done: list[dict[str, Any]] = []
+        self.misplaced: list[tuple[int, str, str]] = []   # GS403: (step, function, when)
+        self.scaled: list[int] = []                        # GS406 steps
+        self.per_step_calls: dict[int, int] = {}
+        self.accumulation_steps: list[int] = []            # GS407
+        self._patches: list[_CellPatch] = []
+        self._attr_patches: list[tuple[Any, str, Any]] = []
+        self._depth = 0
+        self._scalers: list[Any] = []
+
+    # ---- patching --------------------------------------------------------------------------------
+    def attach(self, run: Any) -> None:
+        super().attach(run)
+        for name, kind in (("clip_grad_norm_", "norm"), ("clip_grad_value_", "value"),
+                           ("_clip_grads_with_norm_", "with_norm")):
+            wrapper = getattr(clip_module, name, None)
+            if wrapper is None:
+                continue
+            patch = _CellPatch(wrapper, functools.partial(self._observer, kind, name.strip("_")))
+            if patch.ok:
+                self._patches.append(patch)
+            else:  # no wrapper to reach into: patch the public names instead
+                observed = self._observer(kind, name.strip("_"), wrapper)
+                for module in (clip_module, torch.nn.utils):
+                    public = "clip_grads_with_norm_" if module is torch.nn.utils and kind == "with_norm" else name
+                    if getattr(module, public, None) is wrapper:
+                        self._attr_patches.append((module, public, wrapper))
+                        setattr(module, public, observed)
+        scaler_cls = torch.amp.GradScaler
+        original_scale = scaler_cls.__dict__["scale"]
+
+        def scale(scaler: Any, outputs: Any) -> Any:
+            if scaler not in self._scalers:
+                self._scalers.append(scaler)
+            return original_scale(scaler, outputs)
+
+        self._attr_patches.append((scaler_cls, "scale", original_scale))
+        scaler_cls.scale = functools.wraps(original_scale)(scale)  # type: ignore[method-assign]
+
+    def detach(self) -> None:
+        super().detach()
+        while self._patches:
+            self._patches.pop().undo()
+        while self._attr_patches:
+            owner, attr, original = self._attr_patches.pop()
+            setattr(owner, attr, original)
+        self._scalers.clear()
+
+    def _observer(self, kind: str, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:  # clip_grad_norm_ calls _clip_grads_with_norm_ itself: count it once
+                return original(*args, **kwargs)
+            self._depth += 1
+            try:
+                args, kwargs = _materialise(args, kwargs)
+                call = self._before(kind, label, args, kwargs)
+                result = original(*args, **kwargs)
+                if call is not None and kind == "norm":
+                    call.total = result.detach().to(torch.float32).reshape(())
+                return result
+            finally:
+                self._depth -= 1
+        return observed
+
+    def _before(self, kind: str, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClipCall | None:
+        run = self._state()
+        params = args[0] if args else kwargs.get("parameters")
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif not isinstance(params, (list, tuple)):
+            params = []
+        threshold_key = {"norm": "max_norm", "value": "clip_value", "with_norm": "max_norm"}[kind]
+        threshold = args[1] if len(args) > 1 else kwargs.get(threshold_key)
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+            return None  # a tensor threshold would need a sync to read; let PyTorch judge the rest
+        threshold_value = float(threshold)
+        call = ClipCall(run.step, kind, threshold_value)
+        grads = [p.grad for p in (params or []) if p.grad is not None]
+        if run.backwards_in_step == 0:
+            when = ("before this step's backward() (the gradients were just zeroed)"
+                    if not grads else "after optimizer.step() or before this step's backward()")
+            self.misplaced.append((run.step, label, when))
+        self.per_step_calls[run.step] = self.per_step_calls.get(run.step, 0) + 1
+        if self.per_step_calls[run.step] > 1 and run.backwards_in_step > 1 and (
+                not self.accumulation_steps or self.accumulation_steps[-1] != run.step):
+            self.accumulation_steps.append(run.step)
+        if kind == "with_norm":
+            total = args[2] if len(args) > 2 else kwargs.get("total_norm")
+            if isinstance(total, torch.Tensor):
+                call.total = total.detach().to(torch.float32).reshape(())
+        if kind == "value" and grads:
+            over = torch.stack([(g.detach().abs() > threshold_value).sum() for g in grads]).sum()
+            call.saturated = over.to(torch.float64) / sum(g.numel() for g in grads)
+        if self._scaled_gradients(run):
+            self.scaled.append(run.step)
+        self.calls.append(call)
+        return call
+
+    def _scaled_gradients(self, run: Any) -> bool:
+        from torch.amp.grad_scaler import OptState
+
+        for scaler in self._scalers:
+            if not scaler.is_enabled():
+                continue
+            for opt in run.optimizers:
+                state = scaler._per_optimizer_states.get(id(opt))
+                if state is None or state["stage"] is not OptState.UNSCALED:
+                    return True
+        return False
+
+    # ---- flush -----------------------------------------------------------------------------------
+    def flush(self, steps: list[int]) -> None:
+        if not self.calls:
+            return
+        totals = [c.total for c in self.calls if c.total is not None]
+        sats = [c.saturated for c in self.calls if c.saturated is not None]
+        host_totals = torch.stack(totals).to("cpu", torch.float64).tolist() if totals else []
+        host_sats = torch.stack(sats).to("cpu", torch.float64).tolist() if sats else []
+        ti = si = 0
+        for c in self.calls:
+            entry: dict[str, Any] = {"step": c.step, "kind": c.kind, "threshold": c.threshold}
+            if c.total is not None:
+                total = host_totals[ti]
+                ti += 1
+                coef = min(1.0, c.threshold / (total + 1e-6)) if total == total else float("nan")
+                entry.update(total_norm=total, coefficient=coef,
+                             clipped_norm=total * coef if total == total else total,
+                             acted=bool(total > c.threshold))
+            if c.saturated is not None:
+                entry["saturated"] = host_sats[si]
+                si += 1
+            self.done.append(entry)
+        self.calls.clear()
+        run = self._state()
+        if len(self.done) > 4 * run.max_kept_steps:  # bounded: keep every other observed call
+            self.done = self.done[::2]
+
+    # ---- results ---------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        norm_calls = [c for c in self.done if "acted" in c]
+        acted = [c for c in norm_calls if c["acted"]]
+        rolling: list[float] = []
+        window = 50
+        flags = [1.0 if c["acted"] else 0.0 for c in norm_calls]
+        for i in range(len(flags)):
+            chunk = flags[max(0, i - window + 1): i + 1]
+            rolling.append(sum(chunk) / len(chunk))
+        value_calls = [c for c in self.done if "saturated" in c]
+        return {
+            "calls": len(self.done),
+            "norm_calls": len(norm_calls),
+            "clipped_fraction": (len(acted) / len(norm_calls)) if norm_calls else None,
+            "rolling_clipped_fraction": rolling,
+            "mean_saturated": (sum(c["saturated"] for c in value_calls) / len(value_calls)) if value_calls else None,
+        }
+
+    def record(self) -> dict[str, Any]:
+        if not self.done and not self.misplaced:
+            return {}
+        out: dict[str, Any] = {"calls": self.done, "summary": self.summary()}
+        if self.layer_share is not None:
+            steps = [c["step"] for c in self.done if c.get("acted")]
+            out["top_layers_when_clipped"] = self.layer_share(steps)
+        return out
+
+    def findings(self) -> list[Finding]:
+        run = self._state()
+        th = run.thresholds
+        out: list[Finding] = []
+        if self.misplaced:
+            step, label, when = self.misplaced[0]
+            out.append(finding(
+                "GS403", label,
+                f"{label} ran {when} at step {step} ({len(self.misplaced)} time(s) in all): there was no "
+                "fresh gradient to clip, so the gradients the optimizer used were never clipped."))
+        if self.scaled:
+            out.append(finding(
+                "GS406", "clip_grad_norm_",
+                f"clipping ran on gradients still multiplied by the GradScaler's scale at step "
+                f"{self.scaled[0]} ({len(self.scaled)} time(s)): the threshold is compared with "
+                "scaled norms, so clipping acts far too often or never as intended."))
+        if self.accumulation_steps:
+            out.append(finding(
+                "GS407", "clip_grad_norm_",
+                f"clipping ran after each micro-batch of {len(self.accumulation_steps)} accumulation "
+                f"step(s) (first at step {self.accumulation_steps[0]}): partial sums are clipped, so "
+                "the accumulated gradient is not the one a single clip would give."))
+        norm_calls = [c for c in self.done if "acted" in c]
+        nonfinite = [c for c in norm_calls if not (c["total_norm"] == c["total_norm"]
+                                                   and abs(c["total_norm"]) != float("inf"))]
+        if nonfinite:
+            out.append(finding(
+                "GS404", "clip_grad_norm_",
+                f"the total gradient norm was non-finite at clipping time at step {nonfinite[0]['step']} "
+                f"({len(nonfinite)} call(s)): clipping scales every gradient by NaN or 0."))
+        finite = [c for c in norm_calls if c not in nonfinite]
+        if len(finite) >= MIN_CALLS_FOR_RATE:
+            share = sum(c["acted"] for c in finite) / len(finite)
+            peak = max(c["total_norm"] for c in finite)
+            threshold = finite[-1]["threshold"]
+            if share > th.clip_rate:
+                out.append(finding(
+                    "GS401", "clip_grad_norm_",
+                    f"norm clipping acted on {share:.0%} of {len(finite)} steps (max_norm {threshold:g}; "
+                    f"median pre-clip norm {sorted(c['total_norm'] for c in finite)[len(finite) // 2]:.3g}): "
+                    "it works as a smaller learning rate rather than a guard against spikes."))
+            elif share == 0.0:
+                out.append(finding(
+                    "GS402", "clip_grad_norm_",
+                    f"clipping never acted in {len(finite)} steps: max_norm {threshold:g} is above every "
+                    f"observed pre-clip norm (largest {peak:.3g})."))
+        sats = [c["saturated"] for c in self.done if "saturated" in c]
+        if sats:
+            mean = sum(sats) / len(sats)
+            if mean > th.value_saturation:
+                out.append(finding(
+                    "GS405", "clip_grad_value_",
+                    f"value clipping saturated {mean:.0%} of gradient elements on average over "
+                    f"{len(sats)} calls: the gradient's direction is being rewritten, not just bounded."))
+        return out
