@@ -34,6 +34,7 @@ from gradscope.probes.deadunits import DeadUnitProbe
 from gradscope.probes.freeze import FreezeProbe, format_freeze_table
 from gradscope.probes.gradnorm import GradNormProbe
 from gradscope.probes.hooks import HookProbe
+from gradscope.probes.mode import ModeProbe
 from gradscope.probes.nonfinite import NonFiniteProbe
 from gradscope.probes.update import UpdateRatioProbe
 from gradscope.reports.record import SCHEMA, VERSION, write_record
@@ -136,7 +137,7 @@ class Scope:
         self.freeze = FreezeProbe(had_grad=self._had_grad)
         self.clipping = ClipProbe(layer_norms=self.grad_norm.layer_shares)
         self.probes: list[Probe] = [self.grad_norm, self.nonfinite, self.tensors, HookProbe(),
-                                    self.freeze, self.clipping]
+                                    self.freeze, self.clipping, ModeProbe()]
         if activations is not None:
             self.probes.append(ActivationProbe(activations))
         if dead_units:

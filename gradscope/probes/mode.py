@@ -1,0 +1,93 @@
+"""Train/eval mode (GS504), judged from what each forward of the root module really does.
+
+Mode matters only for modules that behave differently in training: Dropout and BatchNorm-family
+layers. A forward under ``no_grad``/``inference_mode`` is evaluation: any such layer still in
+train mode there changes the result (dropout) or the running statistics (BatchNorm). A forward
+with gradients enabled whose output is backpropagated is training: the root in eval mode there
+freezes dropout and BatchNorm statistics for the whole model. (A frozen backbone kept in eval mode
+under a root in train mode is the recommended fine-tuning pattern and is not flagged.)
+The checks are host-side attribute reads, done in a forward pre-hook on the root.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradscope.findings import Finding, finding
+from gradscope.probes.base import Probe
+
+MODE_SENSITIVE: tuple[type[nn.Module], ...] = (
+    nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+class ModeProbe(Probe):
+    """GS504: evaluation in train mode, or training in eval mode."""
+
+    name = "mode"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sensitive: list[tuple[str, nn.Module]] = []
+        self.eval_in_train: dict[str, int] = {}   # module -> evaluation forwards seen in train mode
+        self.eval_forwards = 0
+        self.train_in_eval = 0
+        self.first_eval_step: int | None = None
+        self.first_train_step: int | None = None
+        self._pending_eval_root = False
+
+    def attach(self, run: Any) -> None:
+        super().attach(run)
+        self.sensitive = [(n or run.root_name, m) for n, m in run.model.named_modules()
+                          if isinstance(m, MODE_SENSITIVE)]
+        if self.sensitive:
+            self.handles.append(run.model.register_forward_pre_hook(self._on_forward))
+
+    def _on_forward(self, module: nn.Module, _args: Any) -> None:
+        run = self._state()
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            self.eval_forwards += 1
+            for name, m in self.sensitive:
+                if m.training:
+                    self.eval_in_train[name] = self.eval_in_train.get(name, 0) + 1
+                    if self.first_eval_step is None:
+                        self.first_eval_step = run.step
+        else:
+            self._pending_eval_root = not module.training
+
+    def on_backward_end(self) -> None:
+        if self._pending_eval_root:
+            self.train_in_eval += 1
+            if self.first_train_step is None:
+                self.first_train_step = self._state().step
+        self._pending_eval_root = False
+
+    def record(self) -> dict[str, Any]:
+        if not self.sensitive:
+            return {}
+        return {"evaluation_forwards": self.eval_forwards,
+                "evaluation_in_train_mode": self.eval_in_train,
+                "training_steps_in_eval_mode": self.train_in_eval}
+
+    def findings(self) -> list[Finding]:
+        run = self._state()
+        out: list[Finding] = []
+        if self.eval_in_train:
+            names = sorted(self.eval_in_train)
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            out.append(finding(
+                "GS504", names[0] if len(names) == 1 else run.root_name,
+                f"evaluation (a forward under torch.no_grad/inference_mode, first at step "
+                f"{self.first_eval_step}) ran with {shown} in train mode: dropout stays random and "
+                "BatchNorm uses batch statistics and updates its running ones, so test numbers are "
+                "wrong and the model changes while being evaluated.",
+                "Call model.eval() before evaluating, and model.train() again before training."))
+        if self.train_in_eval:
+            out.append(finding(
+                "GS504", run.root_name,
+                f"training ran with the model in eval mode ({self.train_in_eval} backward pass(es), "
+                f"first at step {self.first_train_step}): dropout is off and BatchNorm statistics "
+                "are frozen during training.",
+                "Call model.train() at the start of each training epoch (after evaluating)."))
+        return out

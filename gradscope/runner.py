@@ -1,0 +1,273 @@
+"""``gradscope run`` as a library call: model file in, JSON record and HTML report out.
+
+The steps: lint the file, load it, build the model, check its registration, make the data,
+train and evaluate under ``watch()`` (``gradscope.loop.fit``), then write the record and the page.
+Every failure after the file loaded (a model that cannot be built, a crash in forward, a NaN, a
+Ctrl-C) still ends with both files on disk and a status saying what happened.
+"""
+from __future__ import annotations
+
+import platform
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from gradscope import __version__
+from gradscope.errors import GradscopeError, ModelFileError
+from gradscope.findings import Finding, fails, sort_findings
+from gradscope.loop import FitOptions, FitResult, fit, pick_device
+from gradscope.modelfile import ModelFindingError, ModelSpec, build, load_model_file
+from gradscope.reports.record import write_record
+
+NOTES_INPUT_SHAPE = (1, 28, 28)
+NOTES_CLASSES = 10
+EXIT_INTERRUPTED = 130
+
+
+def notes_cnn() -> nn.Module:
+    """The notes' "Full Loop" model: two convolutions and two linear layers for 1x28x28 inputs."""
+    return nn.Sequential(
+        nn.Conv2d(1, 10, 5),
+        nn.ReLU(),
+        nn.Conv2d(10, 20, 5),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8000, 200),
+        nn.ReLU(),
+        nn.Linear(200, 10))
+
+
+def default_spec() -> ModelSpec:
+    """What ``gradscope run`` trains with no FILE: the notes' CNN, Adam 1e-3, CrossEntropyLoss."""
+    return ModelSpec(path=Path("<notes: Full Loop CNN>"), build_model=notes_cnn, source="build_model",
+                     input_shape=NOTES_INPUT_SHAPE, num_classes=NOTES_CLASSES, loss_fn=None,
+                     build_optimizer=None, build_loaders=None, clip=None)
+
+
+@dataclass
+class RunOptions:
+    """Everything ``gradscope run`` takes; the CLI fills it from its options."""
+
+    file: Path | None = None
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    device: str | None = None
+    seed: int = 0
+    data: str = "glyphs"
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    out: Path = Path("reports")
+    json_path: Path | None = None
+    html_path: Path | None = None
+    save: bool = False
+    fail_on: str = "error"
+    progress: bool = False
+    command: str = "gradscope run"
+
+    def paths(self) -> tuple[Path, Path]:
+        return (self.json_path or self.out / "run.json", self.html_path or self.out / "report.html")
+
+
+@dataclass
+class RunOutcome:
+    """What a run left behind and how the command should exit."""
+
+    record: dict[str, Any]
+    json_path: Path
+    html_path: Path | None
+    findings: list[Finding]
+    status: str
+    exit_code: int
+    messages: list[str] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a generator for the DataLoader's shuffling."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover - numpy comes with matplotlib
+        pass
+    return torch.Generator().manual_seed(seed)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and the machine, for the report's environment section."""
+    import torchvision
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"gradscope": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "platform": platform.platform(),
+            "cuda": cuda, "threads": torch.get_num_threads()}
+
+
+def _loaders(spec: ModelSpec, options: RunOptions, device: torch.device,
+             generator: torch.Generator) -> tuple[Iterable[Any], Iterable[Any] | None, str]:
+    if spec.build_loaders is not None:
+        try:
+            train, test = spec.build_loaders()
+        except Exception as exc:
+            from gradscope.modelfile import describe_failure
+
+            raise ModelFileError(describe_failure(f"build_loaders() in {spec.path} failed", exc)) from None
+        return train, test, f"build_loaders() from {spec.path}"
+    if spec.input_shape is None:
+        raise ModelFileError(
+            f"{spec.path}: gradscope needs the shape of one input sample to make data for the "
+            "model. Add `input_shape = (1, 28, 28)` (channels, height, width; no batch dimension) "
+            "to the file, or define build_loaders() returning (train_loader, test_loader).")
+    from gradscope.data import describe, load_data
+
+    train_set, test_set = load_data(options.data, spec.input_shape, spec.num_classes or NOTES_CLASSES,
+                                    seed=options.seed)
+    pin = device.type == "cuda"
+    train = DataLoader(train_set, batch_size=options.batch_size, shuffle=True, generator=generator,
+                       pin_memory=pin)
+    test = DataLoader(test_set, batch_size=max(options.batch_size, 256), pin_memory=pin)
+    return train, test, describe(options.data, spec.input_shape)
+
+
+def _lint(path: Path | None) -> list[Finding]:
+    if path is None:
+        return []
+    try:
+        from gradscope.lint import lint_paths
+    except ImportError:  # pragma: no cover - lint ships with the package
+        return []
+    return list(lint_paths([path]).findings)
+
+
+def _registration(model: nn.Module, spec: ModelSpec) -> tuple[list[Finding], list[dict[str, Any]]]:
+    from gradscope.probes.registration import check, registration_tree
+
+    return check(model, input_shape=spec.input_shape), registration_tree(model)
+
+
+def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) -> RunOutcome:
+    """Run a model file (or the notes' CNN) end to end and write its record and report.
+
+    Raises:
+        ModelFileError: the file cannot be loaded (the CLI turns this into exit code 2).
+        GradscopeError: an option is unusable (a device that does not exist, bad data spec).
+    """
+    json_path, html_path = options.paths()
+    spec = load_model_file(options.file) if options.file is not None else default_spec()
+    lint_findings = _lint(options.file)
+    device = pick_device(options.device)
+    generator = seed_everything(options.seed)
+    record: dict[str, Any] = {
+        "run": {"command": options.command, "file": str(spec.path), "status": "completed",
+                "options": _jsonable(asdict(options)), "device": str(device)},
+        "environment": environment(),
+        "lint": [f.to_dict() for f in lint_findings],
+    }
+    findings: list[Finding] = list(lint_findings)
+    try:
+        model = build(spec)
+    except ModelFindingError as exc:
+        findings.append(exc.finding)
+        record["run"].update(status="crashed", error=str(exc))
+        return _finish(record, findings, options, json_path, html_path, say)
+    reg_findings, tree = _registration(model, spec)
+    findings += reg_findings
+    record["registration"] = {"tree": tree}
+    train, test, data_text = _loaders(spec, options, device, generator)
+    record["run"]["data"] = data_text
+    optimizer = spec.build_optimizer(model.to(device)) if spec.build_optimizer is not None else None
+    clip = spec.clip or {}
+    fit_options = FitOptions(
+        epochs=options.epochs, max_steps=options.max_steps, lr=options.lr,
+        clip_norm=options.clip_norm if options.clip_norm is not None else clip.get("max_norm"),
+        clip_value=options.clip_value if options.clip_value is not None else clip.get("clip_value"),
+        save_dir=options.out if options.save else None, progress=options.progress)
+    say(f"training {type(model).__name__} on {data_text} ({device})")
+    result = fit(model, train, test, optimizer=optimizer, loss_fn=spec.loss_fn, device=device,
+                 options=fit_options)
+    record.update(_scope_record(result))
+    record["run"].update(status=result.status, steps=result.steps, checkpoints=result.checkpoints)
+    if result.error:
+        record["run"]["error"] = result.error
+    findings += result.findings + result.scope.findings
+    return _finish(record, findings, options, json_path, html_path, say)
+
+
+def _scope_record(result: FitResult) -> dict[str, Any]:
+    scoped = result.scope.to_record()
+    scoped.pop("findings", None)
+    scoped["curves"] = result.curves.to_dict()
+    return scoped
+
+
+def _finish(record: dict[str, Any], findings: list[Finding], options: RunOptions, json_path: Path,
+            html_path: Path, say: Callable[[str], None]) -> RunOutcome:
+    ordered = sort_findings(findings)
+    record["findings"] = [f.to_dict() for f in ordered]
+    write_record(record, json_path)
+    written_html: Path | None = html_path
+    messages: list[str] = []
+    try:
+        from gradscope.reports.html import write_html
+    except ImportError:  # pragma: no cover - the report module ships with the package
+        written_html = None
+    else:
+        try:
+            write_html(record, html_path)
+        except Exception as exc:  # the JSON is the source of truth: keep it, say what failed
+            written_html = None
+            messages.append(f"the HTML report could not be written ({type(exc).__name__}: {exc}); "
+                            f"the JSON record is complete: gradscope report {json_path}")
+    status = record["run"]["status"]
+    if status == "interrupted":
+        code = EXIT_INTERRUPTED
+    elif status != "completed":
+        code = 1
+    else:
+        code = 1 if fails(ordered, options.fail_on) else 0
+    return RunOutcome(record=record, json_path=json_path, html_path=written_html, findings=ordered,
+                      status=status, exit_code=code, messages=messages)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
+    """The short text ``gradscope run`` prints: status, accuracy, top findings with hints, paths."""
+    rec = outcome.record
+    lines: list[str] = []
+    run_info = rec.get("run", {})
+    if outcome.status != "completed":
+        lines.append(f"run {outcome.status}: {run_info.get('error', '')}".rstrip(": "))
+    curves = rec.get("curves") or {}
+    acc = [a for a in curves.get("test_accuracy_percent", []) if a is not None]
+    loss = [x for x in curves.get("test_loss", []) if x is not None]
+    if acc:
+        lines.append(f"test accuracy {acc[-1]:.2f}% (test loss {loss[-1]:.4g}) after "
+                     f"{run_info.get('steps', rec.get('steps', 0))} steps")
+    counts = {s: sum(1 for f in outcome.findings if f.severity.value == s) for s in ("error", "warning", "info")}
+    lines.append(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
+    for f in outcome.findings[:top]:
+        lines.append(f"  {f.severity.value:<7} {f.code} {f.where}: {f.message}")
+        lines.append(f"          hint: {f.hint}")
+    if len(outcome.findings) > top:
+        lines.append(f"  ... and {len(outcome.findings) - top} more in the report")
+    lines.append(f"record: {outcome.json_path}")
+    if outcome.html_path is not None:
+        lines.append(f"report: {outcome.html_path}")
+    lines += outcome.messages
+    return lines
