@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Collection, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -92,6 +92,17 @@ def _layers(names: list[str], root: str) -> tuple[list[str], list[int]]:
     return layer_names, owner
 
 
+PROBE_NAMES = ("grad_norm", "nonfinite", "tensor_grad", "hooks", "freeze", "clipping", "mode",
+               "activation_grad", "dead_units", "update_ratio")
+
+
+def _select(available: list[Probe], wanted: Collection[str]) -> list[Probe]:
+    unknown = sorted(set(wanted) - set(PROBE_NAMES))
+    if unknown:
+        raise GradscopeError(f"probes={unknown} are not probes: choose from {list(PROBE_NAMES)}")
+    return [p for p in available if p.name in wanted]
+
+
 class Scope:
     """A watched training run. Use through ``gradscope.watch``."""
 
@@ -105,9 +116,10 @@ class Scope:
         flush_every: int = 100,
         max_kept_steps: int = 2048,
         strict: bool = False,
-        dead_units: bool = True,
+        dead_units_every: int = 10,
         update_ratio_every: int = 50,
         thresholds: Thresholds | Mapping[str, Any] | None = None,
+        probes: Collection[str] | None = None,
     ) -> None:
         self.model = _check_model(model)
         self.optimizers = _check_optimizers(optimizer)
@@ -140,10 +152,12 @@ class Scope:
                                     self.freeze, self.clipping, ModeProbe()]
         if activations is not None:
             self.probes.append(ActivationProbe(activations))
-        if dead_units:
-            self.probes.append(DeadUnitProbe())
+        if dead_units_every > 0:
+            self.probes.append(DeadUnitProbe(dead_units_every))
         if update_ratio_every > 0 and self.optimizers:
             self.probes.append(UpdateRatioProbe(update_ratio_every))
+        if probes is not None:
+            self.probes = _select(self.probes, probes)
         self._handles: list[RemovableHandle] = []
         self._callback_queued = False
         self._recording_order = True
@@ -263,6 +277,8 @@ class Scope:
 
     # ---- results -------------------------------------------------------------------------------
     def _had_grad(self, name: str) -> bool:
+        if self.grad_norm not in self.probes:
+            return True  # unknown without the grad-norm probe: assume it did
         names = self.run.param_names
         return name in names and self.grad_norm.had_grad[names.index(name)]
 
@@ -335,8 +351,10 @@ def watch(
         max_kept_steps: per-step rows kept for plots; older rows are thinned evenly beyond it.
         strict: raise ``NonFiniteError`` at the first non-finite gradient, loss or output (this
             checks every step, which costs one host-device sync per step on a GPU).
-        dead_units: track ReLU units that never activate (GS207).
+        dead_units_every: look for ReLU units that never activate (GS207) on every this many
+            steps' forwards (0 turns it off).
         update_ratio_every: sample ``||dw||/||w||`` every this many steps (0 turns it off).
         thresholds: overrides of ``gradscope.Thresholds`` as a dict.
+        probes: keep only these probes (names in ``gradscope.scope.PROBE_NAMES``); all by default.
     """
     return Scope(model, optimizer, **options)

@@ -5,6 +5,10 @@ small device mask. Units are the channel dimension for image-shaped outputs (N, 
 the features for (N, F), and the last dimension for (N, T, F) sequences. Functional
 ``F.relu`` calls are not modules and are not seen. Evaluation forwards (``no_grad`` or eval mode)
 do not count. A module called at several places with different widths keeps one mask per width.
+
+The check costs one reduction per ReLU call, a few percent of a step on a CPU, so it samples: it
+looks at the forwards of every ``every``-th step (10 by default). A unit that fires on any sampled
+batch is alive; one that never fires on any of them is dead.
 """
 from __future__ import annotations
 
@@ -42,8 +46,9 @@ class DeadUnitProbe(Probe):
 
     name = "dead_units"
 
-    def __init__(self) -> None:
+    def __init__(self, every: int = 10) -> None:
         super().__init__()
+        self.every = every
         self.alive: dict[tuple[str, int], torch.Tensor] = {}
         self.batches: dict[tuple[str, int], int] = {}
 
@@ -55,6 +60,8 @@ class DeadUnitProbe(Probe):
                     functools.partial(self._on_forward, name or run.root_name)))
 
     def _on_forward(self, name: str, module: nn.Module, _args: Any, output: Any) -> None:
+        if self._state().step % self.every:
+            return
         if not (module.training and torch.is_grad_enabled()) or not isinstance(output, torch.Tensor):
             return
         if output.dim() == 0 or output.numel() == 0:
