@@ -169,6 +169,9 @@ CATALOG: dict[str, CatalogEntry] = {
                "Use the replacement named in the message."),
         _entry("GS509", "warning", "loss tensor accumulated across steps",
                "Accumulate loss.item() (or loss.detach()) instead of the loss tensor."),
+        _entry("GS510", "info", "input-bound training",
+               "Use DataLoader(num_workers=N, pin_memory=True, persistent_workers=True), or move "
+               "preprocessing off the training step."),
         # GS6xx: hooks
         _entry("GS601", "warning", "hooks piling up",
                "Register hooks once outside the loop, or keep the handle and call handle.remove()."),

@@ -11,6 +11,7 @@ message naming the module and shapes involved; whatever was captured is kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import traceback
@@ -246,11 +247,16 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
                 correct = torch.zeros((), device=dev, dtype=torch.long)
                 seen = torch.zeros((), device=dev, dtype=torch.long)
                 batches = 0
-                for data, targets in _progress(train_loader, opts.progress, f"epoch {epoch}"):
-                    if opts.max_steps is not None and step >= opts.max_steps:
+                batches_iter = iter(_progress(train_loader, opts.progress, f"epoch {epoch}"))
+                while opts.max_steps is None or step < opts.max_steps:
+                    with scope.phase("data"):
+                        batch = next(batches_iter, None)
+                    if batch is None:
                         break
-                    data = data.to(dev, non_blocking=True)
-                    targets = targets.to(dev, non_blocking=True)
+                    data, targets = batch
+                    with scope.phase("h2d"):
+                        data = data.to(dev, non_blocking=True)
+                        targets = targets.to(dev, non_blocking=True)
                     predictions = model(data)
                     if not checked:
                         checked = True
@@ -297,8 +303,23 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
         except Exception as exc:  # the user's model failed: keep what was captured
             result.status, result.error = "crashed", describe_crash(exc, model)
     result.steps = step
+    _add_pinning_evidence(loop_findings, scope)
     loop_findings.extend(not_learning(curves, scope, loss_fn, _num_classes(model, train_loader), result.status))
     return result
+
+
+def _add_pinning_evidence(findings: list[Finding], scope: Scope) -> None:
+    """Give GS506 the measured cost of the copies it is about, when timings exist."""
+    summary = scope.timing.summary() if scope.timing in scope.probes else {}
+    phases = summary.get("phases") or {}
+    if not phases or not phases["step"]["median_ms"]:
+        return
+    h2d, step = phases["h2d"]["median_ms"], phases["step"]["median_ms"]
+    for i, f in enumerate(findings):
+        if f.code == "GS506":
+            findings[i] = dataclasses.replace(
+                f, message=f"{f.message} Measured: the host-to-device copy takes {h2d:.2f} ms of a "
+                           f"{step:.2f} ms median step ({h2d / step:.0%}).")
 
 
 def _append(curves: Curves, epoch: int, train_loss: float | None, train_acc: float | None,

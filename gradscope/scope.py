@@ -15,10 +15,12 @@ the body raises. Nothing here returns a tensor from a hook, so gradients are nev
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Collection, Literal, Mapping, Sequence
+from typing import Any, Collection, Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +38,7 @@ from gradscope.probes.gradnorm import GradNormProbe
 from gradscope.probes.hooks import HookProbe
 from gradscope.probes.mode import ModeProbe
 from gradscope.probes.nonfinite import NonFiniteProbe
+from gradscope.probes.timing import TimingProbe
 from gradscope.probes.update import UpdateRatioProbe
 from gradscope.reports.record import SCHEMA, VERSION, write_record
 from gradscope.thresholds import Thresholds
@@ -92,7 +95,7 @@ def _layers(names: list[str], root: str) -> tuple[list[str], list[int]]:
     return layer_names, owner
 
 
-PROBE_NAMES = ("grad_norm", "nonfinite", "tensor_grad", "hooks", "freeze", "clipping", "mode",
+PROBE_NAMES = ("timing", "grad_norm", "nonfinite", "tensor_grad", "hooks", "freeze", "clipping", "mode",
                "activation_grad", "dead_units", "update_ratio")
 
 
@@ -148,8 +151,10 @@ class Scope:
         self.tensors = TensorProbe()
         self.freeze = FreezeProbe(had_grad=self._had_grad)
         self.clipping = ClipProbe(layer_norms=self.grad_norm.layer_shares)
-        self.probes: list[Probe] = [self.grad_norm, self.nonfinite, self.tensors, HookProbe(),
-                                    self.freeze, self.clipping, ModeProbe()]
+        self.timing = TimingProbe()
+        # timing first: its forward hooks then bracket the model alone, not the other probes
+        self.probes: list[Probe] = [self.timing, self.grad_norm, self.nonfinite, self.tensors,
+                                    HookProbe(), self.freeze, self.clipping, ModeProbe()]
         if activations is not None:
             self.probes.append(ActivationProbe(activations))
         if dead_units_every > 0:
@@ -218,6 +223,7 @@ class Scope:
             Variable._execution_engine.queue_callback(self._on_backward_end)
 
     def _on_backward_end(self) -> None:
+        started = time.perf_counter_ns()
         self._callback_queued = False
         self._recording_order = False
         run = self.run
@@ -225,12 +231,15 @@ class Scope:
         run.backwards_in_step += 1
         for probe in self.probes:
             probe.on_backward_end()
+        run.overhead_ns += time.perf_counter_ns() - started
         if self.step_on == "backward":
             self._end_step()
 
     def _on_step_pre(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        started = time.perf_counter_ns()
         for probe in self.probes:
             probe.on_step_begin()
+        self.run.overhead_ns += time.perf_counter_ns() - started
 
     def _on_step_post(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         self._end_step()
@@ -246,9 +255,14 @@ class Scope:
         self._end_step()
 
     def _end_step(self) -> None:
+        started = time.perf_counter_ns()
         run = self.run
         for probe in self.probes:
-            probe.on_step_end()
+            if probe is not self.timing:
+                probe.on_step_end()
+        run.overhead_ns += time.perf_counter_ns() - started
+        if self.timing in self.probes:
+            self.timing.on_step_end()  # last, so the step's own overhead is counted in it
         run.step += 1
         run.backwards_in_step = 0
         if run.step - run.flushed_until >= run.flush_every:
@@ -260,6 +274,18 @@ class Scope:
         for probe in self.probes:
             probe.flush(steps)
         run.flushed_until = run.step
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the user's loop that hooks cannot see: ``with scope.phase("data"): ...``.
+
+        Known names are "data" (waiting for the next batch) and "h2d" (copying it to the device).
+        """
+        self.run.emit(f"{name}_begin")
+        try:
+            yield
+        finally:
+            self.run.emit(f"{name}_end")
 
     # ---- activation gradients on request ---------------------------------------------------------
     def probe(self, tensor: torch.Tensor, name: str) -> torch.Tensor:

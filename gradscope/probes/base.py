@@ -7,7 +7,7 @@ in device buffers indexed by ``run.row`` and reach the host in ``flush``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -39,6 +39,13 @@ class RunState:
     backwards: int = 0                           # backward passes in the whole run
     backwards_in_step: int = 0
     own_hook_ids: set[int] = field(default_factory=set)  # gradscope's hook handles, left out of counts
+    listeners: list[Callable[[str], None]] = field(default_factory=list)  # phase events, e.g. timing
+    overhead_ns: int = 0                         # host time spent in gradscope's own callbacks
+
+    def emit(self, event: str) -> None:
+        """Tell listeners a phase begins or ends ("clip_begin", "data_end", ...)."""
+        for listener in self.listeners:
+            listener(event)
 
     @property
     def row(self) -> int:

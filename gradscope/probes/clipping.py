@@ -93,9 +93,10 @@ class ClipProbe(Probe):
         self.calls: list[ClipCall] = []
         self.done: list[dict[str, Any]] = []
         self.misplaced: list[tuple[int, str, str]] = []   # GS403: (step, function, when)
-        self.scaled: list[int] = []                        # GS406 steps
-        self.per_step_calls: dict[int, int] = {}
-        self.accumulation_steps: list[int] = []            # GS407
+        self.scaled: list[tuple[int, str]] = []            # GS406: (step, function)
+        self.accumulation_steps: list[tuple[int, str]] = []  # GS407: (step, function)
+        self._fresh = False        # a backward ended since the last optimizer step began (GS403)
+        self._last_clip: tuple[int, int] | None = None     # (step, backwards) at the last clip call
         self._patches: list[_CellPatch] = []
         self._attr_patches: list[tuple[Any, str, Any]] = []
         self._depth = 0
@@ -109,11 +110,12 @@ class ClipProbe(Probe):
             wrapper = getattr(clip_module, name, None)
             if wrapper is None:
                 continue
-            patch = _CellPatch(wrapper, functools.partial(self._observer, kind, name.strip("_")))
+            label = name.lstrip("_")  # the public names: clip_grad_norm_, clip_grads_with_norm_
+            patch = _CellPatch(wrapper, functools.partial(self._observer, kind, label))
             if patch.ok:
                 self._patches.append(patch)
             else:  # no wrapper to reach into: patch the public names instead
-                observed = self._observer(kind, name.strip("_"), wrapper)
+                observed = self._observer(kind, label, wrapper)
                 for module in (clip_module, torch.nn.utils):
                     public = "clip_grads_with_norm_" if module is torch.nn.utils and kind == "with_norm" else name
                     if getattr(module, public, None) is wrapper:
@@ -139,6 +141,15 @@ class ClipProbe(Probe):
             setattr(owner, attr, original)
         self._scalers.clear()
 
+    # ---- the clock -------------------------------------------------------------------------------
+    def on_backward_end(self) -> None:
+        self._fresh = True
+
+    def on_step_begin(self) -> None:
+        # Only the optimizer (or manual) clock calls this; with the backward clock the step ends at
+        # every backward, so "fresh" must not be tied to the step counter.
+        self._fresh = False
+
     def _observer(self, kind: str, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def observed(*args: Any, **kwargs: Any) -> Any:
             if self._depth:  # clip_grad_norm_ calls _clip_grads_with_norm_ itself: count it once
@@ -147,7 +158,12 @@ class ClipProbe(Probe):
             try:
                 args, kwargs = _materialise(args, kwargs)
                 call = self._before(kind, label, args, kwargs)
-                result = original(*args, **kwargs)
+                run = self._state()
+                run.emit("clip_begin")
+                try:
+                    result = original(*args, **kwargs)
+                finally:
+                    run.emit("clip_end")
                 if call is not None and kind == "norm":
                     call.total = result.detach().to(torch.float32).reshape(())
                 return result
@@ -162,21 +178,23 @@ class ClipProbe(Probe):
             params = [params]
         elif not isinstance(params, (list, tuple)):
             params = []
+        grads = [p.grad for p in (params or []) if p.grad is not None]
+        if not self._fresh:
+            when = ("before this step's backward() (the gradients were just zeroed)"
+                    if not grads else "after optimizer.step() or before this step's backward()")
+            self.misplaced.append((run.step, label, when))
+        # A clip, then more backward passes in the same step, then a clip again: per micro-batch.
+        # Several clips after the last backward (one per parameter group) are not that.
+        last, self._last_clip = self._last_clip, (run.step, run.backwards)
+        if last is not None and last[0] == run.step and last[1] < run.backwards and (
+                not self.accumulation_steps or self.accumulation_steps[-1][0] != run.step):
+            self.accumulation_steps.append((run.step, label))
         threshold_key = {"norm": "max_norm", "value": "clip_value", "with_norm": "max_norm"}[kind]
         threshold = args[1] if len(args) > 1 else kwargs.get(threshold_key)
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
             return None  # a tensor threshold would need a sync to read; let PyTorch judge the rest
         threshold_value = float(threshold)
         call = ClipCall(run.step, kind, threshold_value)
-        grads = [p.grad for p in (params or []) if p.grad is not None]
-        if run.backwards_in_step == 0:
-            when = ("before this step's backward() (the gradients were just zeroed)"
-                    if not grads else "after optimizer.step() or before this step's backward()")
-            self.misplaced.append((run.step, label, when))
-        self.per_step_calls[run.step] = self.per_step_calls.get(run.step, 0) + 1
-        if self.per_step_calls[run.step] > 1 and run.backwards_in_step > 1 and (
-                not self.accumulation_steps or self.accumulation_steps[-1] != run.step):
-            self.accumulation_steps.append(run.step)
         if kind == "with_norm":
             total = args[2] if len(args) > 2 else kwargs.get("total_norm")
             if isinstance(total, torch.Tensor):
@@ -185,7 +203,7 @@ class ClipProbe(Probe):
             over = torch.stack([(g.detach().abs() > threshold_value).sum() for g in grads]).sum()
             call.saturated = over.to(torch.float64) / sum(g.numel() for g in grads)
         if self._scaled_gradients(run):
-            self.scaled.append(run.step)
+            self.scaled.append((run.step, label))
         self.calls.append(call)
         return call
 
@@ -268,15 +286,15 @@ class ClipProbe(Probe):
                 "fresh gradient to clip, so the gradients the optimizer used were never clipped."))
         if self.scaled:
             out.append(finding(
-                "GS406", "clip_grad_norm_",
+                "GS406", self.scaled[0][1],
                 f"clipping ran on gradients still multiplied by the GradScaler's scale at step "
-                f"{self.scaled[0]} ({len(self.scaled)} time(s)): the threshold is compared with "
+                f"{self.scaled[0][0]} ({len(self.scaled)} time(s)): the threshold is compared with "
                 "scaled norms, so clipping acts far too often or never as intended."))
         if self.accumulation_steps:
             out.append(finding(
-                "GS407", "clip_grad_norm_",
+                "GS407", self.accumulation_steps[0][1],
                 f"clipping ran after each micro-batch of {len(self.accumulation_steps)} accumulation "
-                f"step(s) (first at step {self.accumulation_steps[0]}): partial sums are clipped, so "
+                f"step(s) (first at step {self.accumulation_steps[0][0]}): partial sums are clipped, so "
                 "the accumulated gradient is not the one a single clip would give."))
         norm_calls = [c for c in self.done if "acted" in c]
         nonfinite = [c for c in norm_calls if not (c["total_norm"] == c["total_norm"]
