@@ -40,6 +40,7 @@ from gradscope.probes.mode import ModeProbe
 from gradscope.probes.nonfinite import NonFiniteProbe
 from gradscope.probes.timing import TimingProbe
 from gradscope.probes.update import UpdateRatioProbe
+from gradscope.probes.zerograd import ZeroGradProbe
 from gradscope.reports.record import SCHEMA, VERSION, write_record
 from gradscope.thresholds import Thresholds
 
@@ -96,7 +97,7 @@ def _layers(names: list[str], root: str) -> tuple[list[str], list[int]]:
 
 
 PROBE_NAMES = ("timing", "grad_norm", "nonfinite", "tensor_grad", "hooks", "freeze", "clipping", "mode",
-               "activation_grad", "dead_units", "update_ratio")
+               "zero_grad", "activation_grad", "dead_units", "update_ratio")
 
 
 def _select(available: list[Probe], wanted: Collection[str]) -> list[Probe]:
@@ -154,7 +155,8 @@ class Scope:
         self.timing = TimingProbe()
         # timing first: its forward hooks then bracket the model alone, not the other probes
         self.probes: list[Probe] = [self.timing, self.grad_norm, self.nonfinite, self.tensors,
-                                    HookProbe(), self.freeze, self.clipping, ModeProbe()]
+                                    HookProbe(), self.freeze, self.clipping, ModeProbe(),
+                                    ZeroGradProbe()]
         if activations is not None:
             self.probes.append(ActivationProbe(activations))
         if dead_units_every > 0:

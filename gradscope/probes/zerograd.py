@@ -1,0 +1,78 @@
+"""A missing ``zero_grad`` (GS503): gradients from earlier steps still in ``.grad`` at a new step.
+
+At the end of the first step the probe picks one small parameter that got a gradient and puts a
+read-only tensor hook on it. That hook fires in every backward before the new gradient is added
+to ``.grad``; at the first backward after an ``optimizer.step()`` it notes, on the device, whether
+``.grad`` still holds a non-zero gradient. Zeroing by any means (``optimizer.zero_grad()``,
+``model.zero_grad()``, ``p.grad = None``, ``set_to_none=False``) leaves nothing there. Intended
+accumulation (several backwards, then one step, then zeroing) is not flagged: only the first
+backward of each step is looked at. The flags reach the host at a flush.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gradscope.findings import Finding, finding
+from gradscope.probes.base import Probe
+
+
+class ZeroGradProbe(Probe):
+    """GS503."""
+
+    name = "zero_grad"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched: str | None = None
+        self.flags: list[tuple[int, torch.Tensor]] = []
+        self.stale_steps: list[int] = []
+        self.checked = 0
+
+    def on_step_end(self) -> None:
+        run = self._state()
+        if self.watched is not None or not run.optimizers:
+            return
+        candidates = [(p.numel(), name, p) for name, p in zip(run.param_names, run.params)
+                      if p.grad is not None]
+        if not candidates:
+            return
+        _, name, param = min(candidates, key=lambda c: (c[0], c[1]))
+        self.watched = name
+        handle = param.register_hook(lambda _g, p=param: self._on_grad(p))
+        self.handles.append(handle)
+        run.own_hook_ids.add(handle.id)
+
+    def _on_grad(self, param: torch.Tensor) -> None:
+        run = self._state()
+        if run.backwards_in_step != 0 or run.step == 0:
+            return  # only the first backward of a step, after at least one optimizer step
+        self.checked += 1
+        grad = param.grad
+        if grad is not None:  # host check; the value check stays on the device
+            self.flags.append((run.step, grad.detach().abs().amax() > 0))
+
+    def flush(self, steps: list[int]) -> None:
+        if not self.flags:
+            return
+        values = torch.stack([f for _, f in self.flags]).cpu().tolist()
+        self.stale_steps += [s for (s, _), stale in zip(self.flags, values) if stale]
+        self.flags.clear()
+
+    def record(self) -> dict[str, Any]:
+        if self.watched is None:
+            return {}
+        return {"watched_parameter": self.watched, "steps_checked": self.checked,
+                "steps_with_stale_gradients": len(self.stale_steps)}
+
+    def findings(self) -> list[Finding]:
+        if not self.stale_steps:
+            return []
+        first = self.stale_steps[0]
+        return [finding(
+            "GS503", self._state().root_name,
+            f"optimizer.step() ran again without zero_grad(): at {len(self.stale_steps)} of "
+            f"{self.checked} steps (first at step {first}) the gradient of the previous steps was "
+            f"still in .grad (seen on {self.watched}) when backward added the new one, so every "
+            "update uses the sum of all gradients so far.")]
