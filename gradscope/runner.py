@@ -7,6 +7,7 @@ Ctrl-C) still ends with both files on disk and a status saying what happened.
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import random
 import sys
@@ -228,7 +229,9 @@ def _finish(record: dict[str, Any], findings: list[Finding], options: RunOptions
             messages.append(f"the HTML report could not be written ({type(exc).__name__}: {exc}); "
                             f"the JSON record is complete: gradscope report {json_path}")
     status = record["run"]["status"]
-    if status == "interrupted":
+    if status == "exited":
+        code = 1
+    elif status == "interrupted":
         code = EXIT_INTERRUPTED
     elif status != "completed":
         code = 1
@@ -271,3 +274,55 @@ def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
         lines.append(f"report: {outcome.html_path}")
     lines += outcome.messages
     return lines
+
+
+def _watched_record(w: Any) -> dict[str, Any]:
+    rec = w.scope.to_record()
+    rec["name"] = w.label
+    rec["optimizers"] = w.optimizers + w.late_optimizers
+    return rec
+
+
+def run_script_file(path: Path, args: list[str], options: RunOptions, *,
+                    fail_on_explicit: bool = False, say: Callable[[str], None] = lambda _m: None
+                    ) -> RunOutcome:
+    """Zero-code mode: run an unmodified training script under gradscope and report on it.
+
+    The exit code is the script's own; ``options.fail_on`` applies only when ``fail_on_explicit``
+    (the user asked for it) and the script itself succeeded.
+    """
+    from gradscope.script import ScriptWatcher, run_script
+
+    json_path, html_path = options.paths()
+    lint_findings = _lint(path)
+    watcher = ScriptWatcher(say=say)
+    result = run_script(path, args, watcher)
+    record: dict[str, Any] = {
+        "run": {"command": options.command, "file": str(path), "mode": "script", "arguments": args,
+                "status": result.status, "exit_code": result.exit_code},
+        "environment": environment(),
+        "lint": [f.to_dict() for f in lint_findings],
+    }
+    if result.error:
+        record["run"]["error"] = result.error
+    findings: list[Finding] = list(lint_findings)
+    models = [_watched_record(w) for w in result.watched]
+    several = len(models) > 1
+    for w in result.watched:
+        for f in w.scope.findings:
+            findings.append(dataclasses.replace(f, where=f"{w.label}: {f.where}") if several else f)
+    if models:
+        main = dict(models[0])
+        main.pop("findings", None)
+        record.update({k: v for k, v in main.items() if k not in ("name", "optimizers")})
+        record["models"] = [{"name": m["name"], "class": m["model"]["class"], "optimizers": m["optimizers"],
+                             "model": m["model"], "steps": m["steps"], "findings": m["findings"],
+                             "probes": m["probes"]} for m in models]
+    else:
+        say("gradscope: the script trained no model that gradscope could see (no module with "
+            "trainable parameters was called)")
+    outcome = _finish(record, findings, options, json_path, html_path, say)
+    outcome.exit_code = result.exit_code
+    if result.exit_code == 0 and fail_on_explicit and fails(outcome.findings, options.fail_on):
+        outcome.exit_code = 1
+    return outcome

@@ -2,11 +2,13 @@
 
 At the end of the first step the probe picks one small parameter that got a gradient and puts a
 read-only tensor hook on it. That hook fires in every backward before the new gradient is added
-to ``.grad``; at the first backward after an ``optimizer.step()`` it notes, on the device, whether
-``.grad`` still holds a non-zero gradient. Zeroing by any means (``optimizer.zero_grad()``,
-``model.zero_grad()``, ``p.grad = None``, ``set_to_none=False``) leaves nothing there. Intended
-accumulation (several backwards, then one step, then zeroing) is not flagged: only the first
-backward of each step is looked at. The flags reach the host at a flush.
+to ``.grad`` and notes whether ``.grad`` was empty (``None``: a host check) or still held a
+non-zero gradient (a device flag, ANDed over the step's backwards). A step is stale when every
+backward since the previous ``optimizer.step()`` found an old non-zero gradient: nothing was
+zeroed in between, by any means (``optimizer.zero_grad()``, ``model.zero_grad()``,
+``p.grad = None``, ``set_to_none=False``). Intended accumulation (several backwards, one step,
+then zeroing) is not flagged, and neither is a GAN's discriminator that receives gradients from
+the generator's loss and is zeroed before its own backward. The flags reach the host at a flush.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ class ZeroGradProbe(Probe):
         self.flags: list[tuple[int, torch.Tensor]] = []
         self.stale_steps: list[int] = []
         self.checked = 0
+        self._reset_seen = False
+        self._stale: torch.Tensor | None = None
 
     def on_step_end(self) -> None:
         run = self._state()
@@ -46,12 +50,24 @@ class ZeroGradProbe(Probe):
 
     def _on_grad(self, param: torch.Tensor) -> None:
         run = self._state()
-        if run.backwards_in_step != 0 or run.step == 0:
-            return  # only the first backward of a step, after at least one optimizer step
-        self.checked += 1
+        if run.step == 0:
+            return
         grad = param.grad
-        if grad is not None:  # host check; the value check stays on the device
-            self.flags.append((run.step, grad.detach().abs().amax() > 0))
+        if grad is None:
+            self._reset_seen = True
+        elif not self._reset_seen:
+            stale = grad.detach().abs().amax() > 0
+            self._stale = stale if self._stale is None else self._stale & stale
+
+    def on_step_begin(self) -> None:
+        run = self._state()
+        if self.watched is None or run.step == 0 or run.backwards_in_step == 0:
+            return
+        self.checked += 1
+        if not self._reset_seen and self._stale is not None:
+            self.flags.append((run.step, self._stale))
+        self._reset_seen = False
+        self._stale = None
 
     def flush(self, steps: list[int]) -> None:
         if not self.flags:
