@@ -28,6 +28,7 @@ class UpdateRatioProbe(Probe):
         self.pending: list[tuple[int, torch.Tensor]] = []
         self.steps: list[int] = []
         self.rows: list[torch.Tensor] = []  # per sample: (2 x params) of [||dw||, ||w||]
+        self._inverse_cache: tuple[tuple[tuple[int, ...], torch.device], torch.Tensor] | None = None
 
     def on_step_begin(self) -> None:
         run = self._state()
@@ -50,9 +51,17 @@ class UpdateRatioProbe(Probe):
             order += positions
         d = torch.cat([t.to(parts_d[0].device) for t in parts_d])
         w = torch.cat([t.to(parts_w[0].device) for t in parts_w])
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-        self.pending.append((run.step, torch.stack([d, w])[:, inverse.to(d.device)]))
+        self.pending.append((run.step, torch.stack([d, w])[:, self._inverse(order, d.device)]))
+
+    def _inverse(self, order: list[int], device: torch.device) -> torch.Tensor:
+        """Index putting group order back into parameter order; built once per layout, on the
+        device, because a fresh host-to-device copy every sample would be a sync on CUDA."""
+        key = (tuple(order), device)
+        if self._inverse_cache is None or self._inverse_cache[0] != key:
+            inverse = torch.empty(len(order), dtype=torch.long)
+            inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+            self._inverse_cache = (key, inverse.to(device))
+        return self._inverse_cache[1]
 
     def flush(self, steps: list[int]) -> None:
         if not self.pending:
