@@ -1,0 +1,102 @@
+"""Shared pieces of the overhead benchmarks: models, steps and the interleaved ratio runner."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from torch import nn
+
+
+def notes_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 10, 5), nn.ReLU(), nn.Conv2d(10, 20, 5), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8000, 200), nn.ReLU(), nn.Linear(200, 10))
+
+
+def resnet18() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.resnet18(weights=None, num_classes=10)
+
+
+class TinyTransformer(nn.Module):
+    """A small nn.TransformerEncoder classifier over token sequences."""
+
+    def __init__(self, vocab: int = 1000, dim: int = 128, layers: int = 2, classes: int = 10) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        layer = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=4 * dim, batch_first=True,
+                                           dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+
+
+@dataclass
+class Workload:
+    """A model, one batch and how to build a fresh copy; steps are plain notes-style steps."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    batch: Callable[[torch.device], tuple[torch.Tensor, torch.Tensor]]
+
+
+WORKLOADS = {
+    "cnn": Workload("notes CNN b64 1x28x28", notes_cnn,
+                    lambda d: (torch.randn(64, 1, 28, 28, device=d), torch.randint(0, 10, (64,), device=d))),
+    "resnet18": Workload("resnet18 b16 3x64x64", resnet18,
+                         lambda d: (torch.randn(16, 3, 64, 64, device=d), torch.randint(0, 10, (16,), device=d))),
+    "transformer": Workload("TransformerEncoder b32 seq64", TinyTransformer,
+                            lambda d: (torch.randint(0, 1000, (32, 64), device=d),
+                                       torch.randint(0, 10, (32,), device=d))),
+}
+
+
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+              ) -> Callable[[], None]:
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_ratio(variants: dict[str, Callable[[], None]], device: torch.device, rounds: int,
+                      steps_per_round: int, warmup: int = 3) -> dict[str, float]:
+    """Median per-step time of each variant, measured in alternating rounds; ratios to "bare"."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            fn = variants[name]
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - start) / steps_per_round)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return {k: medians[k] / medians["bare"] for k in medians} | {f"{k}_ms": 1e3 * medians[k] for k in medians}
+
+
+@pytest.fixture(params=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)
