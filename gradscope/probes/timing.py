@@ -196,7 +196,8 @@ class TimingProbe(Probe):
     def record(self) -> dict[str, Any]:
         if not self.rows:
             return {}
-        return {"phases": list(PHASES), "steps": self.steps, "ms": self.rows, **self.summary()}
+        return {"phases": list(PHASES), "steps": self.steps, "ms": self.rows,
+                "clock": "cuda events" if self.cuda else "perf_counter_ns", **self.summary()}
 
     def findings(self) -> list[Finding]:
         summary = self.summary()
