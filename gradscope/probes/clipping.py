@@ -165,7 +165,7 @@ class ClipProbe(Probe):
                 finally:
                     run.emit("clip_end")
                 if call is not None and kind == "norm":
-                    call.total = result.detach().to(torch.float32).reshape(())
+                    call.total = result.detach().to(torch.float32, copy=True).reshape(())
                 return result
             finally:
                 self._depth -= 1
@@ -198,7 +198,7 @@ class ClipProbe(Probe):
         if kind == "with_norm":
             total = args[2] if len(args) > 2 else kwargs.get("total_norm")
             if isinstance(total, torch.Tensor):
-                call.total = total.detach().to(torch.float32).reshape(())
+                call.total = total.detach().to(torch.float32, copy=True).reshape(())
         if kind == "value" and grads:
             over = torch.stack([(g.detach().abs() > threshold_value).sum() for g in grads]).sum()
             call.saturated = over.to(torch.float64) / sum(g.numel() for g in grads)

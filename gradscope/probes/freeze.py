@@ -26,11 +26,20 @@ def fingerprint(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """(n x 2) float64 [sum, L2 norm] per tensor, computed where the tensors live."""
     if not tensors:
         return torch.zeros(0, 2, dtype=torch.float64)
-    detached = [t.detach() for t in tensors]
+    detached = [_as_real_float(t.detach()) for t in tensors]
     sums = torch.stack([t.sum(dtype=torch.float64).to(detached[0].device) for t in detached])
     norms = torch.stack([n.to(detached[0].device) for n in
                          torch._foreach_norm(detached, 2, dtype=torch.float64)])
     return torch.stack([sums, norms], dim=1)
+
+
+def _as_real_float(t: torch.Tensor) -> torch.Tensor:
+    """A floating view (or, for the rare integer/bool parameter, a float64 copy) to fingerprint."""
+    if t.is_floating_point():
+        return t
+    if t.is_complex():
+        return torch.view_as_real(t)
+    return t.to(torch.float64)  # integer parameters (frozen by construction): norms need floats
 
 
 @dataclass
@@ -63,13 +72,13 @@ def _group_value(optimizers: Sequence[torch.optim.Optimizer], pairs: list[tuple[
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def freeze(model: nn.Module, train: Iterable[str] = ()) -> list[nn.Parameter]:
+def freeze(model: nn.Module, train: str | Iterable[str] = ()) -> list[nn.Parameter]:
     """Freeze every parameter of ``model`` except those under the submodules named in ``train``.
 
     Returns the trainable parameters, ready for the optimizer (build it *after* replacing layers):
     ``opt = torch.optim.Adam(gradscope.freeze(model, train=["fc"]), lr=1e-3)``.
     """
-    names = list(train)
+    names = [train] if isinstance(train, str) else list(train)  # train="fc" means one name
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:
@@ -239,11 +248,15 @@ class FreezeProbe(Probe):
         trainable = sum(i.numel for i in self.info if i.trainable)
         if total and 0 < trainable < ALMOST_ALL_FROZEN * total:
             names = [i.name for i in self.info if i.trainable]
-            only_bn = all(_is_norm_affine(run.model, n) for n in names)
+            kinds = {_norm_kind(run.model, n) for n in names}
+            what = _short(names)
+            if kinds == {"BatchNorm"}:
+                what = f"only BatchNorm affine parameters ({what})"
+            elif None not in kinds:
+                what = f"only normalisation-layer affine parameters ({what})"
             out.append(finding(
                 "GS306", run.root_name,
-                f"only {trainable:,} of {total:,} parameters ({trainable / total:.2%}) train: "
-                + ("only normalisation-layer affine parameters" if only_bn else _short(names)) + "."))
+                f"only {trainable:,} of {total:,} parameters ({trainable / total:.2%}) train: {what}."))
         return out
 
 
@@ -278,10 +291,15 @@ def _short(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _is_norm_affine(model: nn.Module, param_name: str) -> bool:
+def _norm_kind(model: nn.Module, param_name: str) -> str | None:
+    """"BatchNorm" or "norm" when the parameter's owner is a normalisation layer, else None."""
     owner = param_name.rpartition(".")[0]
-    module = dict(model.named_modules()).get(owner)
-    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
+    module = model.get_submodule(owner) if owner else model
+    if isinstance(module, BATCHNORM):
+        return "BatchNorm"
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+        return "norm"
+    return None
 
 
 def format_freeze_table(rows: list[dict[str, Any]]) -> str:
