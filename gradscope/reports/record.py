@@ -33,6 +33,9 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a report is an ordinary file
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,4 +73,64 @@ def load_record(path: str | Path) -> dict[str, Any]:
         raise RecordError(
             f"{source}: record version {version} is newer than this gradscope reads ({VERSION}); "
             "upgrade gradscope to read it")
+    validate_record(data, str(source))
     return data
+
+
+_OBJECT_SECTIONS = ("model", "probes", "run", "environment", "registration", "timings", "curves")
+_FINDING_TEXT = ("code", "where", "message")
+_SEVERITIES = ("error", "warning", "info")
+_FIX = "the file was changed by hand or written by another tool; write it again with gradscope"
+
+
+def validate_record(data: dict[str, Any], source: str = "record") -> None:
+    """Check the shape of the parts of a record that reports rely on.
+
+    Every section is optional; a section that is present must have the documented type
+    (docs/record.md): objects for ``model``, ``probes``, ``run``, ``environment``,
+    ``registration``, ``timings`` and ``curves``, lists of finding objects for ``findings`` and
+    ``lint``, lists for each curve, an integer ``steps``.
+
+    Raises:
+        RecordError: naming the field, what was expected and what was found.
+    """
+    def fail(where: str, expected: str, got: Any) -> None:
+        raise RecordError(f"{source}: {where} should be {expected}, got {_kind(got)}; {_FIX}")
+
+    for key in _OBJECT_SECTIONS:
+        if key in data and not isinstance(data[key], dict):
+            fail(f'"{key}"', "an object", data[key])
+    if "steps" in data and (not isinstance(data["steps"], int) or isinstance(data["steps"], bool)):
+        fail('"steps"', "an integer", data["steps"])
+    for key in ("findings", "lint"):
+        if key not in data:
+            continue
+        items = data[key]
+        if not isinstance(items, list):
+            fail(f'"{key}"', "a list of findings", items)
+        for i, item in enumerate(items):
+            where = f'"{key}"[{i}]'
+            if not isinstance(item, dict):
+                fail(where, "an object with code, severity, where, message and hint", item)
+            for field in _FINDING_TEXT:
+                if not isinstance(item.get(field), str):
+                    fail(f"{where}.{field}", "a string", item.get(field))
+            if item.get("severity") not in _SEVERITIES:
+                fail(f"{where}.severity", "one of error, warning, info", item.get("severity"))
+            if "hint" in item and not isinstance(item["hint"], str):
+                fail(f"{where}.hint", "a string", item["hint"])
+    for name, values in (data.get("curves") or {}).items():
+        if not isinstance(values, list):
+            fail(f'"curves".{name}', "a list (one value per epoch)", values)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return "a list" if isinstance(value, list) else "an object"
