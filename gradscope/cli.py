@@ -177,5 +177,201 @@ def _write_json(path: Path, data: dict[str, Any], width: int) -> None:
                        width) from None
 
 
+def _codes(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [c.strip().upper() for c in value.split(",") if c.strip()]
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--script", is_flag=True,
+              help="Run FILE as an unmodified training script (with ARGS after --), even if it "
+                   "also defines a model.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Training epochs.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Stop after this many optimizer steps in total.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Training batch size.")
+@click.option("--lr", type=click.FloatRange(min=0.0), default=1e-3, show_default=True,
+              help="Learning rate of the default Adam optimizer (a file's build_optimizer wins).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N; default: cuda:0 when available.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, data and shuffling.")
+@click.option("--data", default="glyphs", show_default=True,
+              help="glyphs (embedded), synthetic, fake, or mnist:PATH, fashionmnist:PATH, "
+                   "cifar10:PATH from a local folder (never downloaded).")
+@click.option("--clip-norm", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Clip gradients to this total norm before each step.")
+@click.option("--clip-value", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Clip each gradient element to [-v, v] before each step.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="Folder for run.json, report.html and checkpoints.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the JSON record (default: OUT/run.json).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the HTML report (default: OUT/report.html).")
+@click.option("--save", is_flag=True, help="Save model.pth and optimizer.pth into OUT after training.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]), default="error",
+              show_default=True, help="Exit with status 1 when a finding at or above this exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and only the summary's last lines.")
+@click.pass_context
+def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], script: bool,
+        epochs: int, max_steps: int | None, batch_size: int, lr: float, device: str | None,
+        seed: int, data: str, clip_norm: float | None, clip_value: float | None, out: Path,
+        json_path: Path | None, html_path: Path | None, save: bool, fail_on: str,
+        quiet: bool) -> None:
+    """Train and diagnose a model, then write a JSON record and an HTML report.
+
+    With no FILE, trains the notes' CNN (Adam 1e-3, CrossEntropyLoss) on the embedded glyph
+    data. FILE is either a model file (build_model(), a `model` instance or one nn.Module
+    subclass; optionally input_shape, num_classes, loss_fn, build_optimizer(model),
+    build_loaders(), clip), which gradscope trains with its own loop; or a training script (it
+    calls .backward() or has a __main__ block, or --script is given), which runs unmodified
+    with ARGS after `--` while gradscope watches every model it trains.
+
+    Exit status: 0 when the run completed and no finding reaches --fail-on; 1 when one does or
+    the run crashed or went non-finite; 2 on bad input; 130 when interrupted. A script keeps its
+    own exit status.
+    """
+    from gradscope.runner import RunOptions, run as run_model, run_script_file, summary_lines
+    from gradscope.script import looks_like_script
+
+    width = terminal_width(ctx.terminal_width)
+    command = "gradscope run" + "".join(f" {a}" for a in sys.argv[2:])
+    options = RunOptions(file=file, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                         device=device, seed=seed, data=data, clip_norm=clip_norm, clip_value=clip_value,
+                         out=out, json_path=json_path, html_path=html_path, save=save, fail_on=fail_on,
+                         progress=not quiet and sys.stderr.isatty(), command=command)
+    as_script = file is not None and (script or bool(script_args) or looks_like_script(file))
+    say = (lambda m: click.echo(wrap_message(m, width), err=True)) if not quiet else (lambda _m: None)
+    try:
+        if as_script:
+            assert file is not None
+            explicit = ctx.get_parameter_source("fail_on") is not click.core.ParameterSource.DEFAULT
+            outcome = run_script_file(file, list(script_args), options, fail_on_explicit=explicit,
+                                      say=say)
+        else:
+            outcome = run_model(options, say=say)
+    except GradscopeError as err:
+        raise BadInput(str(err), width) from None
+    lines = summary_lines(outcome)
+    if quiet:
+        lines = [line for line in lines if line.startswith(("run ", "record:", "report:"))]
+    for line in lines:
+        click.echo(wrap_message(line, width), err=as_script)
+    ctx.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--device", default=None, help="cpu, cuda or cuda:N; default: cuda:0 when available.")
+@click.option("--steps", type=click.IntRange(min=10), default=60, show_default=True,
+              help="Timed steps per variant (the first 5 are warm-up).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Batch size of the timed steps.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the results to this file as JSON.")
+@click.pass_context
+def bench(ctx: click.Context, file: Path | None, device: str | None, steps: int, batch_size: int,
+          json_path: Path | None) -> None:
+    """Time the training step of FILE's model (the notes' CNN by default), phase by phase.
+
+    Prints the median and 90th percentile of each phase (data, host-to-device copy, forward,
+    backward, clip, optimizer, gradscope's own work) with only the timing probe and with the
+    default probes, the steps and samples per second, and the overhead ratio of the two.
+    """
+    from gradscope.bench import bench as run_bench, format_table
+    from gradscope.modelfile import load_model_file
+    from gradscope.reports.record import write_text_atomic
+    from gradscope.runner import default_spec
+
+    width = terminal_width(ctx.terminal_width)
+    try:
+        spec = load_model_file(file) if file is not None else default_spec()
+        result = run_bench(spec, device=device, steps=steps, batch_size=batch_size)
+    except GradscopeError as err:
+        raise BadInput(str(err), width) from None
+    click.echo(f"{result.model} on {result.device}, batch {result.batch_size}, {result.steps} steps each")
+    click.echo(format_table(result))
+    if json_path is not None:
+        write_text_atomic(json.dumps(result.to_dict(), indent=2) + "\n", json_path)
+        click.echo(f"wrote {json_path}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the findings to this file as JSON.")
+@click.option("--select", default=None, help="Only these codes or prefixes, comma-separated (GS5,GS101).")
+@click.option("--ignore", default=None, help="Skip these codes or prefixes, comma-separated.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]), default="warning",
+              show_default=True, help="Exit with status 1 when a finding at or above this exists.")
+@click.pass_context
+def lint(ctx: click.Context, paths: tuple[Path, ...], json_path: Path | None, select: str | None,
+         ignore: str | None, fail_on: str) -> None:
+    """Find training-code pitfalls in PATHS (files or folders) without running anything.
+
+    Prints one line per finding as `file:line:col: GSxxx message`, then a summary. A
+    `# noqa: GSxxx` comment on a line silences that code there.
+    """
+    from gradscope.lint import format_line, lint_paths
+    from gradscope.reports.record import write_text_atomic
+
+    width = terminal_width(ctx.terminal_width)
+    try:
+        result = lint_paths(list(paths), select=_codes(select), ignore=_codes(ignore) or ())
+    except GradscopeError as err:
+        raise BadInput(str(err), width) from None
+    for f in result.findings:
+        click.echo(printable(format_line(f)))
+    for error in result.errors:
+        click.echo(printable(f"error: {error}"), err=True)
+    click.echo(f"{len(result.findings)} finding(s) in {result.files} file(s)"
+               + (f"; {len(result.errors)} file(s) could not be read" if result.errors else ""))
+    if json_path is not None:
+        write_text_atomic(json.dumps({"schema": "gradscope.lint", "version": 1, **result.to_dict()},
+                                     indent=2) + "\n", json_path)
+    ctx.exit(1 if fails(result.findings, fail_on) or result.errors else 0)
+
+
+@main.command()
+@click.argument("record", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the page (default: RECORD with .html).")
+@click.pass_context
+def report(ctx: click.Context, record: Path, output: Path | None) -> None:
+    """Render the HTML report of a JSON RECORD written by `gradscope run`."""
+    from gradscope.reports.html import write_html
+    from gradscope.reports.record import load_record
+
+    width = terminal_width(ctx.terminal_width)
+    try:
+        path = write_html(load_record(record), output or record.with_suffix(".html"))
+    except GradscopeError as err:
+        raise BadInput(str(err), width) from None
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("a", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("compare.html"), show_default=True, help="Where to write the page.")
+@click.pass_context
+def compare(ctx: click.Context, a: Path, b: Path, output: Path) -> None:
+    """Put two runs side by side (findings, norms, curves): did the fix help?"""
+    from gradscope.reports.compare import write_compare
+    from gradscope.reports.record import load_record
+
+    width = terminal_width(ctx.terminal_width)
+    try:
+        path = write_compare(load_record(a), load_record(b), output, names=(a.stem, b.stem))
+    except GradscopeError as err:
+        raise BadInput(str(err), width) from None
+    click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -149,10 +149,19 @@ def _lint(path: Path | None) -> list[Finding]:
     return list(lint_paths([path]).findings)
 
 
-def _registration(model: nn.Module, spec: ModelSpec) -> tuple[list[Finding], list[dict[str, Any]]]:
-    from gradscope.probes.registration import check, registration_tree
+def _registration(model: nn.Module, spec: ModelSpec) -> tuple[list[Finding], list[dict[str, Any]], str | None]:
+    """Registration findings, the module tree, and the error when the check's forward failed."""
+    from gradscope.probes.registration import ForwardPassError, check, registration_tree
 
-    return check(model, input_shape=spec.input_shape), registration_tree(model)
+    tree = registration_tree(model)
+    try:
+        return check(model, input_shape=spec.input_shape), tree, None
+    except ForwardPassError as err:
+        cause = err.__cause__
+        failed = f"{type(cause).__name__}: {cause}" if cause is not None else str(err)
+        return err.findings, tree, (f"the model's forward failed in {err.module} on an input "
+                                    f"{err.input_description}: {failed}. Check input_shape in "
+                                    f"{spec.path} (one sample, without the batch dimension).")
 
 
 def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) -> RunOutcome:
@@ -180,19 +189,39 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
         findings.append(exc.finding)
         record["run"].update(status="crashed", error=str(exc))
         return _finish(record, findings, options, json_path, html_path, say)
-    reg_findings, tree = _registration(model, spec)
+    reg_findings, tree, forward_error = _registration(model, spec)
     findings += reg_findings
     record["registration"] = {"tree": tree}
+    if forward_error is not None:
+        record["run"].update(status="crashed", error=forward_error)
+        return _finish(record, findings, options, json_path, html_path, say)
     train, test, data_text = _loaders(spec, options, device, generator)
     record["run"]["data"] = data_text
-    optimizer = spec.build_optimizer(model.to(device)) if spec.build_optimizer is not None else None
+    if not any(p.requires_grad for p in model.parameters()):
+        culprit = next((f for f in findings if f.code in ("GS101", "GS102")), None)
+        record["run"].update(status="crashed", error=(
+            f"{type(model).__name__} has no trainable parameters, so there is nothing to train"
+            + (f": {culprit.where} holds its layers where PyTorch cannot see them ({culprit.code})."
+               if culprit else ": every parameter is frozen (requires_grad=False).")))
+        return _finish(record, findings, options, json_path, html_path, say)
+    try:
+        optimizer = (spec.build_optimizer(model.to(device)) if spec.build_optimizer is not None
+                     else None)
+    except Exception as exc:
+        from gradscope.modelfile import describe_failure
+
+        record["run"].update(status="crashed", error=describe_failure(
+            f"build_optimizer(model) in {spec.path} failed", exc))
+        return _finish(record, findings, options, json_path, html_path, say)
     clip = spec.clip or {}
     fit_options = FitOptions(
         epochs=options.epochs, max_steps=options.max_steps, lr=options.lr,
         clip_norm=options.clip_norm if options.clip_norm is not None else clip.get("max_norm"),
         clip_value=options.clip_value if options.clip_value is not None else clip.get("clip_value"),
         save_dir=options.out if options.save else None, progress=options.progress)
-    say(f"training {type(model).__name__} on {data_text} ({device})")
+    source = options.data if spec.build_loaders is None else "the file's loaders"
+    say(f"training {type(model).__name__} on {source} ({device}), {options.epochs} epoch(s)"
+        + (f", at most {options.max_steps} steps" if options.max_steps else ""))
     result = fit(model, train, test, optimizer=optimizer, loss_fn=spec.loss_fn, device=device,
                  options=fit_options)
     record.update(_scope_record(result))
