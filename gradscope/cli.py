@@ -177,6 +177,26 @@ def _write_json(path: Path, data: dict[str, Any], width: int) -> None:
                        width) from None
 
 
+def _command_line(ctx: click.Context, file: Path | None, script_args: tuple[str, ...]) -> str:
+    """The command as the user could type it again: the file, the options they set, the args."""
+    import shlex
+
+    parts = ["gradscope", ctx.info_name or "run"]
+    if file is not None:
+        parts.append(str(file))
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) is click.core.ParameterSource.DEFAULT:
+            continue
+        value = ctx.params[param.name]
+        flag = max(param.opts, key=len)
+        parts += [flag] if param.is_flag else [flag, str(value)]
+    if script_args:
+        parts += ["--", *script_args]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def _codes(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -239,7 +259,7 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     from gradscope.script import looks_like_script
 
     width = terminal_width(ctx.terminal_width)
-    command = "gradscope run" + "".join(f" {a}" for a in sys.argv[2:])
+    command = _command_line(ctx, file, script_args)
     options = RunOptions(file=file, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          device=device, seed=seed, data=data, clip_norm=clip_norm, clip_value=clip_value,
                          out=out, json_path=json_path, html_path=html_path, save=save, fail_on=fail_on,
