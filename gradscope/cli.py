@@ -222,6 +222,10 @@ def _codes(value: str | None) -> list[str] | None:
 @click.option("--data", default="glyphs", show_default=True,
               help="glyphs (embedded), synthetic, fake, or mnist:PATH, fashionmnist:PATH, "
                    "cifar10:PATH from a local folder (never downloaded).")
+@click.option("--train-size", type=click.IntRange(min=1), default=None,
+              help="Samples of generated training data (default: the data's own size).")
+@click.option("--test-size", type=click.IntRange(min=1), default=None,
+              help="Samples of generated test data.")
 @click.option("--clip-norm", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Clip gradients to this total norm before each step.")
 @click.option("--clip-value", type=click.FloatRange(min=0.0, min_open=True), default=None,
@@ -239,7 +243,7 @@ def _codes(value: str | None) -> list[str] | None:
 @click.pass_context
 def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], script: bool,
         epochs: int, max_steps: int | None, batch_size: int, lr: float, device: str | None,
-        seed: int, data: str, clip_norm: float | None, clip_value: float | None, out: Path,
+        seed: int, data: str, train_size: int | None, test_size: int | None, clip_norm: float | None, clip_value: float | None, out: Path,
         json_path: Path | None, html_path: Path | None, save: bool, fail_on: str,
         quiet: bool) -> None:
     """Train and diagnose a model, then write a JSON record and an HTML report.
@@ -261,7 +265,8 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     width = terminal_width(ctx.terminal_width)
     command = _command_line(ctx, file, script_args)
     options = RunOptions(file=file, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                         device=device, seed=seed, data=data, clip_norm=clip_norm, clip_value=clip_value,
+                         device=device, seed=seed, data=data, train_size=train_size, test_size=test_size,
+                         clip_norm=clip_norm, clip_value=clip_value,
                          out=out, json_path=json_path, html_path=html_path, save=save, fail_on=fail_on,
                          progress=not quiet and sys.stderr.isatty(), command=command)
     as_script = file is not None and (script or bool(script_args) or looks_like_script(file))

@@ -180,8 +180,28 @@ def describe_crash(exc: BaseException, model: nn.Module) -> str:
             + (f", inputs {', '.join(shapes)}" if shapes else ""))
 
 
+class LossGuard:
+    """Checks the first batch's outputs against the loss (GS501, GS502) before any loss is
+    computed, so a width mismatch is reported instead of PyTorch's raw IndexError."""
+
+    def __init__(self, loss_fn: Any, where: str) -> None:
+        self.loss_fn = loss_fn
+        self.where = where
+        self.checked = False
+        self.findings: list[Finding] = []
+
+    def __call__(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.checked:
+            return
+        self.checked = True  # one sync, once per run
+        self.findings = check_loss_inputs(self.loss_fn, predictions, targets, self.where)
+        fatal = next((f for f in self.findings if f.code == "GS502"), None)
+        if fatal is not None:
+            raise _Stop("crashed", fatal.message)
+
+
 def evaluate(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
-             device: torch.device) -> tuple[float | None, float | None]:
+             device: torch.device, guard: LossGuard | None = None) -> tuple[float | None, float | None]:
     """Mean loss and top-1 accuracy in percent over ``loader``, in eval mode, without gradients."""
     was_training = model.training
     model.eval()
@@ -195,6 +215,8 @@ def evaluate(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., tor
                 data = data.to(device, non_blocking=True)
                 targets = targets.to(device, non_blocking=True)
                 predictions = model(data)
+                if guard is not None:
+                    guard(predictions, targets)
                 loss_sum += loss_fn(predictions, targets).detach().double()
                 c, n = _accuracy_targets(predictions, targets)
                 correct += c
@@ -235,12 +257,12 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
             "training on CUDA from a DataLoader without pin_memory=True: every batch is copied "
             "through pageable memory first, and the copy cannot overlap with compute."))
     step = 0
+    guard = LossGuard(loss_fn, root)
     with scope:
         try:
             if test_loader is not None:
-                test_loss, test_acc = evaluate(model, test_loader, loss_fn, dev)
+                test_loss, test_acc = evaluate(model, test_loader, loss_fn, dev, guard)
                 _append(curves, -1, None, None, test_loss, test_acc)
-            checked = False
             for epoch in range(opts.epochs):
                 model.train()
                 loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
@@ -258,12 +280,7 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
                         data = data.to(dev, non_blocking=True)
                         targets = targets.to(dev, non_blocking=True)
                     predictions = model(data)
-                    if not checked:
-                        checked = True
-                        problems = check_loss_inputs(loss_fn, predictions, targets, root)
-                        loop_findings.extend(problems)
-                        if any(f.code == "GS502" for f in problems):
-                            raise _Stop("crashed", next(f.message for f in problems if f.code == "GS502"))
+                    guard(predictions, targets)
                     loss = loss_fn(predictions, targets)
                     optimizer.zero_grad()
                     loss.backward()
@@ -303,6 +320,7 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
         except Exception as exc:  # the user's model failed: keep what was captured
             result.status, result.error = "crashed", describe_crash(exc, model)
     result.steps = step
+    loop_findings.extend(guard.findings)
     _add_pinning_evidence(loop_findings, scope)
     loop_findings.extend(not_learning(curves, scope, loss_fn, _num_classes(model, train_loader), result.status))
     return result

@@ -63,6 +63,8 @@ class RunOptions:
     device: str | None = None
     seed: int = 0
     data: str = "glyphs"
+    train_size: int | None = None       # samples of generated data (None: the data's default)
+    test_size: int | None = None
     clip_norm: float | None = None
     clip_value: float | None = None
     out: Path = Path("reports")
@@ -131,7 +133,8 @@ def _loaders(spec: ModelSpec, options: RunOptions, device: torch.device,
     from gradscope.data import describe, load_data
 
     train_set, test_set = load_data(options.data, spec.input_shape, spec.num_classes or NOTES_CLASSES,
-                                    seed=options.seed)
+                                    seed=options.seed, train_size=options.train_size,
+                                    test_size=options.test_size)
     pin = device.type == "cuda"
     train = DataLoader(train_set, batch_size=options.batch_size, shuffle=True, generator=generator,
                        pin_memory=pin)
@@ -219,7 +222,7 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
         clip_norm=options.clip_norm if options.clip_norm is not None else clip.get("max_norm"),
         clip_value=options.clip_value if options.clip_value is not None else clip.get("clip_value"),
         save_dir=options.out if options.save else None, progress=options.progress)
-    source = options.data if spec.build_loaders is None else "the file's loaders"
+    source = data_text.split(" ", 1)[0].rstrip(":") if spec.build_loaders is None else "the file's loaders"
     say(f"training {type(model).__name__} on {source} ({device}), {options.epochs} epoch(s)"
         + (f", at most {options.max_steps} steps" if options.max_steps else ""))
     result = fit(model, train, test, optimizer=optimizer, loss_fn=spec.loss_fn, device=device,
