@@ -24,11 +24,11 @@ def foreach_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     if not tensors:
         raise ValueError("foreach_norms needs at least one tensor")
-    if tensors[0].dtype == torch.float32:
-        norms = torch._foreach_norm(list(tensors))
-    else:
+    if tensors[0].dtype in (torch.float16, torch.bfloat16):
         norms = torch._foreach_norm(list(tensors), 2, dtype=torch.float32)
-    return torch.stack(norms)
+    else:  # float32, or float64 (which cannot be asked for a narrower dtype): cast afterwards
+        norms = torch._foreach_norm(list(tensors))
+    return torch.stack(norms).to(torch.float32)
 
 
 def total_norm(norms: torch.Tensor) -> torch.Tensor:

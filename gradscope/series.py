@@ -4,8 +4,9 @@ Two parts, both updated once per flush, never per step:
 
 - ``RunningStats``: exact count, sum, min, max and first non-finite step of every column over
   *all* steps (they see every row before anything is dropped).
-- ``DecimatedSeries``: the rows themselves, for plots. It keeps the steps that are multiples of a
-  stride; when it holds more than ``max_rows`` rows the stride doubles and every other row goes.
+- ``DecimatedSeries``: the rows themselves, for plots. It keeps every ``stride``-th row offered
+  (with one row per step from step 0: the steps that are multiples of the stride); when it holds
+  more than ``max_rows`` rows the stride doubles and every other row goes.
   Memory is therefore at most ``max_rows`` rows, and the kept steps stay evenly spaced.
 """
 from __future__ import annotations
@@ -77,15 +78,20 @@ class DecimatedSeries:
     steps: list[int] = field(default_factory=list)
     _blocks: list[torch.Tensor] = field(default_factory=list)
 
+    offered: int = 0  # rows ever offered; the k-th kept row is the (k * stride)-th offered one
+
     def append(self, steps: list[int], rows: torch.Tensor) -> None:
-        keep = [i for i, s in enumerate(steps) if s % self.stride == 0]
+        # Thin by position among the offered rows, not by step number: steps that are sparse or
+        # all odd (a tensor probed every 10th step from step 5) are thinned evenly, not dropped.
+        keep = [i for i in range(len(steps)) if (self.offered + i) % self.stride == 0]
+        self.offered += len(steps)
         if keep:
             self.steps.extend(steps[i] for i in keep)
             self._blocks.append(rows[keep].clone())
         while len(self.steps) > self.max_rows:
             self.stride *= 2
             merged = self.values()
-            keep = [i for i, s in enumerate(self.steps) if s % self.stride == 0]
+            keep = list(range(0, len(self.steps), 2))
             self.steps = [self.steps[i] for i in keep]
             self._blocks = [merged[keep].clone()]
 

@@ -85,7 +85,10 @@ class GradNormProbe(Probe):
             for col, pos in enumerate(group.positions):
                 g = params[pos].grad
                 if g is not None:
-                    grads.append(g._values() if g.is_sparse else g)
+                    # an uncoalesced sparse gradient (nn.Embedding(sparse=True)) repeats indices:
+                    # its values only have the right norm once duplicates are summed (on CUDA
+                    # that sizes the result on the host, as SparseAdam's own coalesce does)
+                    grads.append(g.coalesce()._values() if g.is_sparse else g)
                     present.append(col)
                     self.had_grad[pos] = True
             if not grads:
@@ -114,13 +117,19 @@ class GradNormProbe(Probe):
         if not steps:
             return
         assert self.param_stats and self.layer_stats and self.param_series and self.total_series
-        rows = self.host_rows(len(steps))
-        written = [i for i in range(len(steps)) if i in self.rows_written]
+        n = len(steps)
+        rows = self.host_rows(n)
+        written = [i for i in range(n) if i in self.rows_written]
         steps = [steps[i] for i in written]
         rows = rows[written]
-        self.rows_written.clear()
+        # A flush in mid-step (scope.records between backward and optimizer.step()): the step in
+        # progress sits in row n; it becomes row 0 instead of being wiped.
+        in_progress = n in self.rows_written
+        self.rows_written = {0} if in_progress else set()
         for group in self.groups:
-            group.buffer.zero_()
+            if in_progress:
+                group.buffer[0].copy_(group.buffer[n])
+            group.buffer[int(in_progress):].zero_()
         if not steps:
             return
         layers = combine_norms(rows, self._membership)

@@ -37,7 +37,10 @@ class _Observed:
 
     def __call__(self, *args: Any) -> Any:
         result = self.fn(*args)
-        if result is not None and _replaced(result, args[-1] if self.kind != "tensor" else args[0]):
+        # What the result replaces: the gradient for a tensor hook (grad), grad_input for a module
+        # full backward hook (module, grad_input, grad_output), grad_output for a pre-hook
+        # (module, grad_output): the second argument of both module hooks.
+        if result is not None and _replaced(result, args[0] if self.kind == "tensor" else args[1]):
             self.on_change(self.where, self.kind)
         return result
 

@@ -59,8 +59,9 @@ def locate_nonfinite(root: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
         if not found and any(not bool(torch.isfinite(t).all()) for t in _floating(output)):
             found.append(names.get(id(module), type(module).__name__))
 
-    saved = {k: v.detach().clone() for k, v in root.state_dict(keep_vars=True).items()
-             if not isinstance(v, nn.Parameter)}
+    # every buffer, non-persistent ones included (state_dict() leaves those out)
+    buffers = [b for _, b in root.named_buffers()]
+    saved = [b.detach().clone() for b in buffers]
     devices = sorted({t.device.index or 0 for t in root.parameters() if t.is_cuda})
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
@@ -69,9 +70,8 @@ def locate_nonfinite(root: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
     finally:
         handle.remove()
         with torch.no_grad():
-            current = root.state_dict(keep_vars=True)
-            for k, v in saved.items():
-                current[k].copy_(v)
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
     return found[0] if found else None
 
 
@@ -119,7 +119,9 @@ class NonFiniteProbe(Probe):
         out = first_tensor(output)
         if out is not None and out.requires_grad:
             out.register_hook(functools.partial(self._on_output_grad, flag))
-        if self._readable(flag) and bool(flag) and run.step not in self.located:
+        # Only the first non-finite forward is located: after a divergence every step is
+        # non-finite, and re-running each of them would double the cost of the rest of the run.
+        if not self.located and self._readable(flag) and bool(flag):
             self._locating = True
             try:
                 where = locate_nonfinite(module, args, kwargs, run.module_names)
@@ -160,8 +162,14 @@ class NonFiniteProbe(Probe):
     def flush(self, steps: list[int]) -> None:
         if self.buffer is None or not steps:
             return
-        rows = self.buffer[: len(steps)].cpu()
-        self.buffer.zero_()
+        n = len(steps)
+        # A copy: on the CPU, .cpu() would return a view of the buffer that zero_() then clears.
+        rows = self.buffer[:n].to("cpu", copy=True)
+        if n < self.buffer.shape[0]:  # a flush in mid-step (scope.records): keep that step's flags
+            self.buffer[0].copy_(self.buffer[n])
+            self.buffer[1:].zero_()
+        else:
+            self.buffer.zero_()
         for i, step in enumerate(steps):
             if self.first_output_step is None and rows[i, 0] > 0:
                 self.first_output_step = step

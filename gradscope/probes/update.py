@@ -14,6 +14,7 @@ import torch
 from gradscope.findings import Finding, finding
 from gradscope.norms import combine_norms, foreach_norms, group_by_device_dtype, membership_matrix
 from gradscope.probes.base import Probe
+from gradscope.series import DecimatedSeries
 
 
 class UpdateRatioProbe(Probe):
@@ -26,9 +27,17 @@ class UpdateRatioProbe(Probe):
         self.every = every
         self.snapshot: list[torch.Tensor] | None = None
         self.pending: list[tuple[int, torch.Tensor]] = []
-        self.steps: list[int] = []
-        self.rows: list[torch.Tensor] = []  # per sample: (2 x params) of [||dw||, ||w||]
+        # per sample: [||dw|| of each parameter, ||w|| of each parameter], thinned evenly
+        self.series: DecimatedSeries | None = None
         self._inverse_cache: tuple[tuple[tuple[int, ...], torch.device], torch.Tensor] | None = None
+
+    def attach(self, run: Any) -> None:
+        super().attach(run)
+        self.series = DecimatedSeries(2 * len(run.params), run.max_kept_steps)
+
+    @property
+    def steps(self) -> list[int]:
+        return self.series.steps if self.series else []
 
     def on_step_begin(self) -> None:
         run = self._state()
@@ -41,16 +50,16 @@ class UpdateRatioProbe(Probe):
         run = self._state()
         now = [p.detach() for p in run.params]
         delta = torch._foreach_sub(now, self.snapshot)
-        self.snapshot = None
         parts_d: list[torch.Tensor] = []
         parts_w: list[torch.Tensor] = []
         order: list[int] = []
         for positions in group_by_device_dtype(now).values():
             parts_d.append(foreach_norms([delta[i] for i in positions]))
-            parts_w.append(foreach_norms([now[i] for i in positions]))
+            parts_w.append(foreach_norms([self.snapshot[i] for i in positions]))  # ||w|| before the step
             order += positions
         d = torch.cat([t.to(parts_d[0].device) for t in parts_d])
         w = torch.cat([t.to(parts_w[0].device) for t in parts_w])
+        self.snapshot = None
         self.pending.append((run.step, torch.stack([d, w])[:, self._inverse(order, d.device)]))
 
     def _inverse(self, order: list[int], device: torch.device) -> torch.Tensor:
@@ -66,27 +75,25 @@ class UpdateRatioProbe(Probe):
     def flush(self, steps: list[int]) -> None:
         if not self.pending:
             return
+        assert self.series is not None
         host = torch.stack([t for _, t in self.pending]).to("cpu", torch.float64)
-        self.steps += [s for s, _ in self.pending]
-        self.rows += list(host.unbind(0))
+        # bounded memory, and the kept samples stay evenly spaced however many flushes come
+        self.series.append([s for s, _ in self.pending], host.reshape(host.shape[0], -1))
         self.pending.clear()
-        run = self._state()
-        while len(self.steps) > run.max_kept_steps:  # keep every other sample: bounded memory
-            self.steps, self.rows = self.steps[::2], self.rows[::2]
 
     def layer_ratios(self) -> torch.Tensor:
         """Samples x layers of ``||dW|| / ||W||`` over each layer's parameters."""
         run = self._state()
-        if not self.rows:
+        if not self.steps or self.series is None:
             return torch.zeros(0, len(run.layer_names), dtype=torch.float64)
         m = membership_matrix(run.param_layer, len(run.layer_names))
-        stacked = torch.stack(self.rows)  # samples x 2 x params
+        stacked = self.series.values().reshape(-1, 2, len(run.params))  # samples x 2 x params
         d = combine_norms(stacked[:, 0], m)
         w = combine_norms(stacked[:, 1], m)
         return torch.where(w > 0, d / w.clamp_min(1e-300), torch.zeros_like(d))
 
     def record(self) -> dict[str, Any]:
-        if not self.rows:
+        if not self.steps:
             return {}
         return {"layers": self._state().layer_names, "steps": self.steps,
                 "ratios": self.layer_ratios().tolist()}
