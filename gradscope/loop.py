@@ -258,7 +258,8 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
             "through pageable memory first, and the copy cannot overlap with compute."))
     step = 0
     guard = LossGuard(loss_fn, root)
-    with scope:
+    scope.__enter__()
+    try:
         try:
             if test_loader is not None:
                 test_loss, test_acc = evaluate(model, test_loader, loss_fn, dev, guard)
@@ -319,6 +320,9 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
             result.status, result.error = "nonfinite" if "non-finite" in str(exc) else "crashed", str(exc)
         except Exception as exc:  # the user's model failed: keep what was captured
             result.status, result.error = "crashed", describe_crash(exc, model)
+    finally:
+        # a step cut short by a failure keeps its gradients: they are the evidence
+        scope.close(keep_partial_step=result.status != "completed")
     result.steps = step
     loop_findings.extend(guard.findings)
     _add_pinning_evidence(loop_findings, scope)

@@ -196,15 +196,21 @@ class Scope:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        self.close(keep_partial_step=exc_type is not None)
 
-    def close(self) -> None:
-        """Flush what is left and remove every hook. Safe to call twice."""
+    def close(self, keep_partial_step: bool = False) -> None:
+        """Flush what is left and remove every hook. Safe to call twice.
+
+        Backward passes after the last optimizer step (a GAN's generator loss reaching the
+        discriminator, an evaluation-time gradient) are not a step of their own; they are kept as
+        a last, cut-short step only when ``keep_partial_step`` (the block raised mid-step: those
+        gradients are the evidence).
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            if self.run.backwards_in_step:  # a step cut short (exception, or no step() yet)
+            if self.run.backwards_in_step and (keep_partial_step or self.step_on == "manual"):
                 self._end_step()
             self._flush()
         finally:

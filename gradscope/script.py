@@ -96,12 +96,14 @@ class ScriptWatcher:
             optim_hooks.register_optimizer_step_pre_hook(self._on_optimizer_step),
         ]
 
-    def stop(self) -> None:
-        """Remove the global hooks and close every scope (flush, detach). Safe to call twice."""
+    def stop(self, failed: bool = False) -> None:
+        """Remove the global hooks and close every scope (flush, detach). Safe to call twice.
+
+        ``failed``: the script raised, so a step cut short is kept as evidence."""
         while self._handles:
             self._handles.pop().remove()
         for w in self.watched:
-            w.scope.close()
+            w.scope.close(keep_partial_step=failed)
 
     # ---- discovery ---------------------------------------------------------------------------------
     def _on_pre(self, module: nn.Module, _args: Any) -> None:
@@ -220,7 +222,7 @@ def run_script(path: Path, args: list[str], watcher: ScriptWatcher) -> ScriptRes
         sys.stderr.write(text)
         status, code_out, error = "crashed", 1, text.strip().splitlines()[-1]
     finally:
-        watcher.stop()
+        watcher.stop(failed=status in ("crashed", "interrupted"))
         sys.argv = saved_argv
         sys.path[:] = saved_path
         if saved_main is not None:

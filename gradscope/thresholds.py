@@ -21,6 +21,7 @@ class Thresholds:
     hooks_growth_samples: int = 3     # GS601: consecutive growing samples
     clip_rate: float = 0.9            # GS401
     value_saturation: float = 0.1     # GS405
+    input_bound_share: float = 0.3    # GS510: waiting for data over this share of the median step
 
     @classmethod
     def of(cls, value: Thresholds | Mapping[str, Any] | None) -> Thresholds:
@@ -34,4 +35,13 @@ class Thresholds:
         if unknown:
             raise GradscopeError(
                 f"unknown threshold(s) {unknown}: expected some of {sorted(known)}")
-        return replace(cls(), **{k: type(getattr(cls(), k))(v) for k, v in value.items()})
+        converted: dict[str, Any] = {}
+        for key, raw in value.items():
+            kind = type(getattr(cls(), key))
+            try:
+                converted[key] = kind(raw)
+            except (TypeError, ValueError):
+                raise GradscopeError(
+                    f"threshold {key}={raw!r}: expected a {kind.__name__}, such as "
+                    f"{getattr(cls(), key)!r}") from None
+        return replace(cls(), **converted)

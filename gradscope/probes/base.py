@@ -41,6 +41,7 @@ class RunState:
     own_hook_ids: set[int] = field(default_factory=set)  # gradscope's hook handles, left out of counts
     listeners: list[Callable[[str], None]] = field(default_factory=list)  # phase events, e.g. timing
     overhead_ns: int = 0                         # host time spent in gradscope's own callbacks
+    scalers: list[Any] = field(default_factory=list)  # torch.amp.GradScaler objects seen scaling a loss
 
     def emit(self, event: str) -> None:
         """Tell listeners a phase begins or ends ("clip_begin", "data_end", ...)."""

@@ -100,7 +100,6 @@ class ClipProbe(Probe):
         self._patches: list[_CellPatch] = []
         self._attr_patches: list[tuple[Any, str, Any]] = []
         self._depth = 0
-        self._scalers: list[Any] = []
 
     # ---- patching --------------------------------------------------------------------------------
     def attach(self, run: Any) -> None:
@@ -125,8 +124,8 @@ class ClipProbe(Probe):
         original_scale = scaler_cls.__dict__["scale"]
 
         def scale(scaler: Any, outputs: Any) -> Any:
-            if scaler not in self._scalers:
-                self._scalers.append(scaler)
+            if scaler not in self._state().scalers:
+                self._state().scalers.append(scaler)
             return original_scale(scaler, outputs)
 
         self._attr_patches.append((scaler_cls, "scale", original_scale))
@@ -139,7 +138,6 @@ class ClipProbe(Probe):
         while self._attr_patches:
             owner, attr, original = self._attr_patches.pop()
             setattr(owner, attr, original)
-        self._scalers.clear()
 
     # ---- the clock -------------------------------------------------------------------------------
     def on_backward_end(self) -> None:
@@ -210,7 +208,7 @@ class ClipProbe(Probe):
     def _scaled_gradients(self, run: Any) -> bool:
         from torch.amp.grad_scaler import OptState
 
-        for scaler in self._scalers:
+        for scaler in run.scalers:
             if not scaler.is_enabled():
                 continue
             for opt in run.optimizers:

@@ -4,6 +4,12 @@ Norms are computed with one fused ``torch._foreach_norm`` per (device, dtype) gr
 into a preallocated device buffer row; the host sees them only at a flush. With gradient
 accumulation the row is overwritten by every backward of the step, so it ends up holding the norm
 of the accumulated gradient that the optimizer will use, before any clipping.
+
+Under a ``torch.amp.GradScaler`` the gradients at the end of backward are still multiplied by the
+loss scale. The scale in force at each backward is copied (on the device) next to the norms, and
+the norms are divided by it at the flush, so the record holds true gradient norms. Overflowing
+steps are normal there (the scaler skips them and lowers the scale), so GS205 then needs a
+parameter's gradient to be non-finite at most of the observed steps.
 """
 from __future__ import annotations
 
@@ -56,6 +62,8 @@ class GradNormProbe(Probe):
         self.param_series: DecimatedSeries | None = None
         self.total_series: DecimatedSeries | None = None
         self.rows_written: set[int] = set()
+        self.scale: torch.Tensor | None = None   # loss scale per row, when a GradScaler is in use
+        self.rows_seen = 0
 
     def attach(self, run: Any) -> None:
         super().attach(run)
@@ -95,6 +103,8 @@ class GradNormProbe(Probe):
                 continue
             if grads[0].device != group.device:
                 group.move_to(grads[0].device)  # the model moved after attach (rare)
+            if run.scalers:
+                self._note_scale(run, group.device)
             row = group.buffer[run.row]
             if len(grads) == len(group.positions):
                 row.copy_(foreach_norms(grads))
@@ -102,6 +112,15 @@ class GradNormProbe(Probe):
                 row.zero_()
                 row.index_copy_(0, group.index(tuple(present)), foreach_norms(grads))
         self.rows_written.add(run.row)
+
+    def _note_scale(self, run: Any, device: torch.device) -> None:
+        scaler = run.scalers[0]
+        current = getattr(scaler, "_scale", None)
+        if not scaler.is_enabled() or current is None:
+            return
+        if self.scale is None or self.scale.device != device:
+            self.scale = torch.ones(run.flush_every, dtype=torch.float32, device=device)
+        self.scale[run.row].copy_(current.reshape(()), non_blocking=True)
 
     # ---- flush (one host transfer per group) ---------------------------------------------------
     def host_rows(self, n: int) -> torch.Tensor:
@@ -119,6 +138,8 @@ class GradNormProbe(Probe):
         assert self.param_stats and self.layer_stats and self.param_series and self.total_series
         n = len(steps)
         rows = self.host_rows(n)
+        if self.scale is not None:
+            rows = rows / self.scale[:n].to("cpu", torch.float64).unsqueeze(1)
         written = [i for i in range(n) if i in self.rows_written]
         steps = [steps[i] for i in written]
         rows = rows[written]
@@ -130,8 +151,13 @@ class GradNormProbe(Probe):
             if in_progress:
                 group.buffer[0].copy_(group.buffer[n])
             group.buffer[int(in_progress):].zero_()
+        if self.scale is not None:
+            if in_progress:
+                self.scale[0].copy_(self.scale[n])
+            self.scale[int(in_progress):].fill_(1.0)
         if not steps:
             return
+        self.rows_seen += len(steps)
         layers = combine_norms(rows, self._membership)
         totals = total_norm(rows).unsqueeze(1)
         self.param_stats.update(steps, rows)
@@ -295,6 +321,11 @@ class GradNormProbe(Probe):
         first = [s for s in self.param_stats.first_nonfinite_step if s is not None]
         if not first:
             return []
+        if run.scalers and self.rows_seen:
+            # a GradScaler skips overflowing steps by design; only persistent NaN/Inf is a fault
+            worst = 1.0 - float(self.param_stats.count.min()) / self.rows_seen
+            if worst <= 0.5:
+                return []
         step = min(first)
         bad = {i for i, s in enumerate(self.param_stats.first_nonfinite_step) if s == step}
         order = list(run.backward_order) + [i for i in range(len(run.params) - 1, -1, -1)

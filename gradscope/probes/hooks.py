@@ -20,6 +20,7 @@ from gradscope.findings import Finding, finding
 from gradscope.probes.base import Probe
 
 EARLY_SAMPLES = 10  # sample at the end of each of the first steps; later only at flushes
+MAX_SAMPLES = 64    # samples kept: the early ones and the most recent
 
 _MODULE_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _PARAM_DICTS = ("_backward_hooks", "_post_accumulate_grad_hooks")
@@ -119,6 +120,8 @@ class HookProbe(Probe):
     def _sample(self) -> None:
         run = self._state()
         self.samples.append((run.step, self._count()))
+        if len(self.samples) > MAX_SAMPLES:  # bounded: the early ones, then the latest
+            del self.samples[EARLY_SAMPLES]
         self._wrap_new()
 
     def on_step_end(self) -> None:

@@ -34,7 +34,6 @@ from gradscope.probes.base import Probe
 
 PHASES = ("data", "h2d", "forward", "backward", "clip", "optimizer", "gradscope", "other", "step")
 MEASURED = PHASES[:6]
-INPUT_BOUND_SHARE = 0.3  # GS510: waiting for data above this share of the median step
 
 
 class _EventPool:
@@ -206,10 +205,11 @@ class TimingProbe(Probe):
         phases = summary["phases"]
         step = phases["step"]["median_ms"]
         data = phases["data"]["median_ms"] + phases["h2d"]["median_ms"]
-        if step > 0 and data / step > INPUT_BOUND_SHARE:
+        limit = self._state().thresholds.input_bound_share
+        if step > 0 and data / step > limit:
             return [finding(
                 "GS510", "DataLoader",
                 f"training is input-bound: waiting for data (and copying it to the device) takes "
                 f"{data:.1f} ms of a {step:.1f} ms median step ({data / step:.0%}, threshold "
-                f"{INPUT_BOUND_SHARE:.0%}): the model waits for the loader.")]
+                f"{limit:.0%}): the model waits for the loader.")]
         return []

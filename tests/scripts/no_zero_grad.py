@@ -8,8 +8,8 @@ torch.manual_seed(0)
 model = mlp()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 x, y = data()
-for step in range(8):  # noqa: GS503
+for step in range(8):
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
-    optimizer.step()
+    optimizer.step()  # noqa: GS503
     print(f"loss {loss.item():.6f}")

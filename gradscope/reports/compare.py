@@ -1,0 +1,253 @@
+"""Two runs side by side, to answer one question: did the fix help?
+
+``render_compare(a, b)`` lays out: a verdict (is B better, worse or mixed compared with A, and
+why), the key numbers of both runs with the change, the findings present in A only (fixed),
+in B only (new) and in both, and the total-norm and loss/accuracy curves overlaid. Findings are
+matched by ``(code, where)``: the message of a finding carries numbers that change between runs.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gradscope.errors import GradscopeError
+from gradscope.reports.html import (Cell, FigureView, FindingView, Row, Table, as_list, as_number, as_object,
+                                    asset, check_record, defang, draw, embed_json, finding_views,
+                                    fmt_number, jinja_environment, severity_counts, trim_record)
+from gradscope.reports.record import write_text_atomic
+
+ACCURACY_POINTS = 0.5    # a change of test accuracy smaller than this (percentage points) is no change
+LOSS_RELATIVE = 0.02     # a change of loss smaller than 2% is no change
+
+
+@dataclass
+class FindingsDiff:
+    """Findings matched by (code, where): only in A (fixed by B), only in B (new), in both."""
+
+    only_a: list[FindingView]
+    only_b: list[FindingView]
+    both: list[tuple[FindingView, FindingView]]
+
+
+@dataclass
+class KeyNumber:
+    name: str
+    a: Any
+    b: Any
+    better: str = ""        # "higher", "lower" or "" (no direction)
+    suffix: str = ""
+
+    @property
+    def change(self) -> float | None:
+        x, y = as_number(self.a), as_number(self.b)
+        if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+            return None
+        return y - x
+
+    @property
+    def verdict(self) -> str:
+        """"better", "worse" or "" for B against A."""
+        d = self.change
+        if d is None or not self.better or d == 0:
+            return ""
+        return "better" if (d > 0) == (self.better == "higher") else "worse"
+
+
+@dataclass
+class ComparePage:
+    title: str
+    names: tuple[str, str]
+    headline: str
+    tone: str                         # "better", "worse" or "" (mixed / no clear change)
+    reasons: list[str]
+    numbers: Table
+    diff: FindingsDiff
+    figures: list[FigureView] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def diff_findings(a: Mapping[str, Any], b: Mapping[str, Any]) -> FindingsDiff:
+    """Match the findings of two records by (code, where)."""
+    fa, fb = finding_views(a.get("findings")), finding_views(b.get("findings"))
+    index_b: dict[tuple[str, str], FindingView] = {}
+    for f in fb:
+        index_b.setdefault((f.code, f.where), f)
+    keys_a = {(f.code, f.where) for f in fa}
+    both, only_a, seen = [], [], set()
+    for f in fa:
+        key = (f.code, f.where)
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in index_b:
+            both.append((f, index_b[key]))
+        else:
+            only_a.append(f)
+    only_b, seen_b = [], set()
+    for f in fb:
+        key = (f.code, f.where)
+        if key not in keys_a and key not in seen_b:
+            seen_b.add(key)
+            only_b.append(f)
+    return FindingsDiff(only_a, only_b, both)
+
+
+def _last(values: Any) -> float | None:
+    found = [v for v in (as_number(x) for x in as_list(values)) if v is not None and math.isfinite(v)]
+    return found[-1] if found else None
+
+
+def key_numbers(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[KeyNumber]:
+    """The numbers that say whether a run went better: outcome, gradients, findings, speed."""
+    def get(record: Mapping[str, Any], what: str) -> Any:
+        curves = as_object(record.get("curves"))
+        probes = as_object(record.get("probes"))
+        run = as_object(record.get("run"))
+        counts = severity_counts(finding_views(record.get("findings")))
+        return {
+            "status": run.get("status"),
+            "steps": run.get("steps", record.get("steps")),
+            "test_acc": _last(curves.get("test_accuracy_percent")),
+            "test_loss": _last(curves.get("test_loss")),
+            "train_loss": _last(curves.get("train_loss")),
+            "clipped": as_object(as_object(probes.get("clipping")).get("summary")).get("clipped_fraction"),
+            "norm_mean": as_object(as_object(probes.get("grad_norm")).get("total_stats")).get("mean"),
+            "norm_max": as_object(as_object(probes.get("grad_norm")).get("total_stats")).get("max"),
+            "errors": counts["error"], "warnings": counts["warning"], "info": counts["info"],
+            "trainable": as_object(record.get("model")).get("trainable"),
+            "speed": as_object(record.get("timings")).get("steps_per_second"),
+        }[what]
+
+    rows = [KeyNumber("status", get(a, "status"), get(b, "status")),
+            KeyNumber("final test accuracy", get(a, "test_acc"), get(b, "test_acc"), "higher", " %"),
+            KeyNumber("final test loss", get(a, "test_loss"), get(b, "test_loss"), "lower"),
+            KeyNumber("final train loss", get(a, "train_loss"), get(b, "train_loss"), "lower"),
+            KeyNumber("steps", get(a, "steps"), get(b, "steps")),
+            KeyNumber("errors", get(a, "errors"), get(b, "errors"), "lower"),
+            KeyNumber("warnings", get(a, "warnings"), get(b, "warnings"), "lower"),
+            KeyNumber("info", get(a, "info"), get(b, "info")),
+            KeyNumber("clipped fraction", _pct(get(a, "clipped")), _pct(get(b, "clipped")), "", " %"),
+            KeyNumber("mean total gradient norm", get(a, "norm_mean"), get(b, "norm_mean")),
+            KeyNumber("max total gradient norm", get(a, "norm_max"), get(b, "norm_max")),
+            KeyNumber("trainable parameters", get(a, "trainable"), get(b, "trainable")),
+            KeyNumber("steps per second", get(a, "speed"), get(b, "speed"), "higher")]
+    return [r for r in rows if r.a is not None or r.b is not None]
+
+
+def _pct(value: Any) -> float | None:
+    x = as_number(value)
+    return None if x is None else 100 * x
+
+
+def judge(numbers: Sequence[KeyNumber], diff: FindingsDiff, names: tuple[str, str]) -> tuple[str, str, list[str]]:
+    """(headline, tone, reasons): is B better than A, from the outcome and the findings."""
+    a_name, b_name = names
+    reasons: list[str] = []
+    by_name = {n.name: n for n in numbers}
+    outcome = 0
+    for metric in ("final test accuracy", "final test loss", "final train loss"):
+        n = by_name.get(metric)
+        if n is None or n.change is None:
+            continue
+        base = abs(as_number(n.a) or 0.0)
+        small = (abs(n.change) < ACCURACY_POINTS if metric == "final test accuracy"
+                 else abs(n.change) <= LOSS_RELATIVE * max(base, 1e-12))
+        unit = " points" if metric == "final test accuracy" else ""
+        if small:
+            reasons.append(f"{metric} about the same ({fmt_number(n.a)} → {fmt_number(n.b)})")
+        else:
+            outcome = 1 if n.verdict == "better" else -1
+            reasons.append(f"{metric} {fmt_number(n.a)} → {fmt_number(n.b)} "
+                           f"({'+' if n.change > 0 else ''}{fmt_number(n.change)}{unit})")
+        break
+    status = by_name.get("status")
+    if status and status.a != status.b and status.a is not None and status.b is not None:
+        reasons.append(f"status {status.a} → {status.b}")
+        if status.b == "completed":
+            outcome = max(outcome, 1)
+        elif status.a == "completed":
+            outcome = min(outcome, -1)
+
+    def weight(items: Sequence[FindingView]) -> tuple[int, int]:
+        return (sum(f.severity == "error" for f in items), sum(f.severity == "warning" for f in items))
+
+    fixed, new = weight(diff.only_a), weight(diff.only_b)
+    findings = 0 if fixed == new else (1 if fixed > new else -1)
+    if diff.only_a:
+        reasons.append(f"{len(diff.only_a)} finding(s) of {a_name} gone in {b_name}")
+    if diff.only_b:
+        reasons.append(f"{len(diff.only_b)} new finding(s) in {b_name}")
+    if diff.both:
+        reasons.append(f"{len(diff.both)} finding(s) in both")
+    if outcome >= 0 and findings >= 0 and (outcome or findings):
+        return f"{b_name} looks better than {a_name}", "better", reasons
+    if outcome <= 0 and findings <= 0 and (outcome or findings):
+        return f"{b_name} looks worse than {a_name}", "worse", reasons
+    if outcome and findings:
+        return f"Mixed: {b_name} is better on one count and worse on another", "", reasons
+    return f"No clear difference between {a_name} and {b_name}", "", reasons
+
+
+def _numbers_table(numbers: Sequence[KeyNumber], names: tuple[str, str]) -> Table:
+    rows = []
+    for n in numbers:
+        change = n.change
+        change_cell = Cell("" if change is None else ("+" if change > 0 else "") + fmt_number(change),
+                           sort="" if change is None else repr(change), css=f"num {n.verdict}".strip())
+        rows.append(Row([Cell(n.name), _value(n.a, n.suffix), _value(n.b, n.suffix), change_cell]))
+    return Table("key-numbers", ["", names[0], names[1], "change (B − A)"], rows)
+
+
+def _value(value: Any, suffix: str) -> Cell:
+    x = as_number(value)
+    if x is None:
+        return Cell("" if value is None else str(value))
+    return Cell(fmt_number(value) + suffix, sort=repr(x), css="num")
+
+
+def _names(names: Sequence[str]) -> tuple[str, str]:
+    if isinstance(names, str) or len(names) != 2:
+        raise GradscopeError(f"names= expects two labels such as ('before', 'after'), got {names!r}")
+    a, b = (str(x) for x in names)
+    if a == b:
+        a, b = f"{a} (A)", f"{b} (B)"
+    return a, b
+
+
+def build_compare(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> ComparePage:
+    from gradscope.reports import figures as F
+
+    diff = diff_findings(a, b)
+    numbers = key_numbers(a, b)
+    headline, tone, reasons = judge(numbers, diff, names)
+    page = ComparePage(title=f"gradscope compare: {names[0]} vs {names[1]}", names=names,
+                       headline=headline, tone=tone, reasons=reasons,
+                       numbers=_numbers_table(numbers, names), diff=diff)
+    page.figures = draw([("curves overlay", functools.partial(F.compare_curves, a, b, names)),
+                         ("total norm overlay", functools.partial(F.compare_total_norm, a, b, names))],
+                        page.notes)
+    return page
+
+
+def render_compare(a: dict[str, Any], b: dict[str, Any], names: Sequence[str] = ("A", "B")) -> str:
+    """A self-contained HTML page comparing run records ``a`` and ``b`` (before and after a fix)."""
+    from markupsafe import Markup
+
+    check_record(a, "first record")
+    check_record(b, "second record")
+    labels = _names(names)
+    page = build_compare(a, b, labels)
+    embedded = {"names": list(labels), "a": trim_record(a)[0], "b": trim_record(b)[0]}
+    html = jinja_environment().get_template("compare.html").render(
+        page=page, css=Markup(asset("report.css")), script=Markup(asset("report.js")),
+        record_json=Markup(embed_json(embedded)))
+    return defang(html)
+
+
+def write_compare(a: dict[str, Any], b: dict[str, Any], path: str | Path,
+                  names: Sequence[str] = ("A", "B")) -> Path:
+    """Render the comparison and write it to ``path`` atomically; returns the path."""
+    return write_text_atomic(render_compare(a, b, names), path)
