@@ -12,6 +12,7 @@ from gradscope.errors import GradscopeError, ModelFileError, NonFiniteError, Rec
 from gradscope.findings import CATALOG, Finding, Severity
 from gradscope.loop import FitOptions, FitResult, fit
 from gradscope.probes.freeze import freeze
+from gradscope.probes.registration import ForwardPassError, check
 from gradscope.scope import Scope, watch
 from gradscope.thresholds import Thresholds
 
@@ -19,6 +20,7 @@ __all__ = [
     "CATALOG",
     "Finding",
     "FitOptions",
+    "ForwardPassError",
     "FitResult",
     "GradscopeError",
     "ModelFileError",
@@ -28,6 +30,7 @@ __all__ = [
     "Severity",
     "Thresholds",
     "__version__",
+    "check",
     "fit",
     "freeze",
     "watch",
