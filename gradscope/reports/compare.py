@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 from gradscope.errors import GradscopeError
 from gradscope.reports.html import (Cell, FigureView, FindingView, Row, Table, as_list, as_number, as_object,
                                     asset, check_record, defang, draw, embed_json, finding_views,
-                                    fmt_number, jinja_environment, severity_counts, trim_record)
+                                    fmt_number, jinja_environment, severity_counts, timing_summary,
+                                    trim_record)
 from gradscope.reports.record import write_text_atomic
 
 ACCURACY_POINTS = 0.5    # a change of test accuracy smaller than this (percentage points) is no change
@@ -118,7 +119,7 @@ def key_numbers(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[KeyNumber]:
             "norm_max": as_object(as_object(probes.get("grad_norm")).get("total_stats")).get("max"),
             "errors": counts["error"], "warnings": counts["warning"], "info": counts["info"],
             "trainable": as_object(record.get("model")).get("trainable"),
-            "speed": as_object(record.get("timings")).get("steps_per_second"),
+            "speed": timing_summary(record).get("steps_per_second"),
         }[what]
 
     rows = [KeyNumber("status", get(a, "status"), get(b, "status")),

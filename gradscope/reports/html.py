@@ -17,7 +17,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -871,7 +870,7 @@ SECTIONS: tuple[Callable[[Mapping[str, Any], _Context], Section | None], ...] = 
 
 
 # ---- the page ------------------------------------------------------------------------------------
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def jinja_environment() -> Any:
     import jinja2
 
@@ -880,7 +879,7 @@ def jinja_environment() -> Any:
                               trim_blocks=True, lstrip_blocks=True)
 
 
-@lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def asset(name: str) -> str:
     """A CSS or JS file from the templates folder, to be inlined."""
     return (TEMPLATES / name).read_text(encoding="utf-8")
