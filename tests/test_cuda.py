@@ -5,21 +5,17 @@ import pytest
 import torch
 from torch import nn
 
+from gradscope.runner import notes_cnn
 from gradscope.scope import watch
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-def _cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 10, 5), nn.ReLU(), nn.Conv2d(10, 20, 5), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(8000, 200), nn.ReLU(), nn.Linear(200, 10))
-
-
 def test_default_probes_cause_no_host_device_sync_between_flushes() -> None:
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = _cnn().to(device)
+    model = notes_cnn().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(64, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (64,), device=device)
@@ -49,7 +45,7 @@ def test_default_probes_cause_no_host_device_sync_between_flushes() -> None:
 def test_cuda_norms_match_plain_autograd() -> None:
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = _cnn().to(device)
+    model = notes_cnn().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(8, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (8,), device=device)

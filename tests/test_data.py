@@ -24,6 +24,7 @@ from gradscope.data import (
     render_glyphs,
 )
 from gradscope.errors import GradscopeError
+from gradscope.runner import notes_cnn
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,11 +42,8 @@ def _small(spec: str, shape: tuple[int, ...], classes: int = 10, seed: int = 0, 
 
 
 def _default_cnn() -> nn.Module:
-    """The model `gradscope run` trains by default: two 5x5 convolutions, two linear layers."""
-    return nn.Sequential(
-        nn.Conv2d(1, 10, 5), nn.ReLU(), nn.Conv2d(10, 20, 5), nn.ReLU(), nn.Flatten(),
-        nn.Linear(8000, 200), nn.ReLU(), nn.Linear(200, 10),
-    )
+    """The notes' CNN, as `gradscope run` trains it by default."""
+    return notes_cnn()
 
 
 def _train_and_score(model: nn.Module, train: ClassificationData, test: ClassificationData,

@@ -11,6 +11,7 @@ from torch import nn
 from gradscope.errors import GradscopeError
 from gradscope.probes.activations import first_tensor
 from gradscope.scope import watch
+from gradscope.runner import notes_cnn
 
 
 class LSTMNet(nn.Module):
@@ -36,8 +37,8 @@ class Nested(nn.Module):
 
 
 def _cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 10, 5), nn.ReLU(), nn.Conv2d(10, 20, 5), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(8000, 200), nn.ReLU(), nn.Linear(200, 10))
+    """The notes' CNN, as `gradscope run` trains it by default."""
+    return notes_cnn()
 
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {

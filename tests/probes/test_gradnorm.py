@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from gradscope.scope import Scope, watch
+from gradscope.runner import notes_cnn
 
 # ---- models ----------------------------------------------------------------------------------------
 
@@ -32,8 +33,8 @@ def _mlp() -> nn.Module:
 
 
 def _cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 10, 5), nn.ReLU(), nn.Conv2d(10, 20, 5), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(8000, 200), nn.ReLU(), nn.Linear(200, 10))
+    """The notes' CNN, as `gradscope run` trains it by default."""
+    return notes_cnn()
 
 
 def _resnet() -> nn.Module:
