@@ -250,12 +250,9 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
     root = type(model).__name__
     scope = watch(model, optimizer, **opts.watch_options)
     result = FitResult(curves=curves, scope=scope, findings=loop_findings)
-    pinned = getattr(train_loader, "pin_memory", None)
-    if dev.type == "cuda" and pinned is False:
-        loop_findings.append(finding(
-            "GS506", "DataLoader",
-            "training on CUDA from a DataLoader without pin_memory=True: every batch is copied "
-            "through pageable memory first, and the copy cannot overlap with compute."))
+    unpinned = pinning_finding(train_loader, dev)
+    if unpinned is not None:
+        loop_findings.append(unpinned)
     step = 0
     guard = LossGuard(loss_fn, root)
     scope.__enter__()
@@ -328,6 +325,17 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
     _add_pinning_evidence(loop_findings, scope)
     loop_findings.extend(not_learning(curves, scope, loss_fn, _num_classes(model, train_loader), result.status))
     return result
+
+
+def pinning_finding(loader: Any, device: torch.device) -> Finding | None:
+    """GS506: a DataLoader without ``pin_memory`` feeding a CUDA device (loaders of other kinds,
+    which have no such switch, are left alone)."""
+    if device.type != "cuda" or getattr(loader, "pin_memory", None) is not False:
+        return None
+    return finding(
+        "GS506", "DataLoader",
+        "training on CUDA from a DataLoader without pin_memory=True: every batch is copied "
+        "through pageable memory first, and the copy cannot overlap with compute.")
 
 
 def _add_pinning_evidence(findings: list[Finding], scope: Scope) -> None:

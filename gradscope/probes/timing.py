@@ -195,7 +195,9 @@ class TimingProbe(Probe):
     def record(self) -> dict[str, Any]:
         if not self.rows:
             return {}
-        return {"phases": list(PHASES), "steps": self.steps, "ms": self.rows,
+        # "columns" names the columns of "ms"; "phases" is the summary by phase once steps past
+        # the warm-up exist (until then it repeats the column names)
+        return {"columns": list(PHASES), "phases": list(PHASES), "steps": self.steps, "ms": self.rows,
                 "clock": "cuda events" if self.cuda else "perf_counter_ns", **self.summary()}
 
     def findings(self) -> list[Finding]:
