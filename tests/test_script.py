@@ -81,6 +81,9 @@ def test_two_models_with_two_optimizers_each_get_a_section(tmp_path: Path) -> No
     assert [m["steps"] for m in models] == [10, 10]
     assert "GS503" not in codes(record)  # the discriminator gets zeroed before its own backward
     assert result.stderr.count("watching Sequential") == 2
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Models in the script" in page
+    assert "model0-total-norm" in page and "model1-total-norm" in page
 
 
 def test_manual_update_without_optimizer_counts_backward_passes(tmp_path: Path) -> None:

@@ -453,6 +453,41 @@ def _lost_text(item: Mapping[str, Any]) -> str:
     return f"{item.get('attribute', '?')}: {what}{code}"
 
 
+def section_models(record: Mapping[str, Any], ctx: _Context) -> Section | None:
+    """Zero-code mode with several root models (a GAN): one row and one norm chart per model.
+    The other sections show the first model; findings name their model before the place."""
+    from gradscope.reports import figures as F
+
+    models = [as_object(m) for m in as_list(record.get("models"))]
+    if len(models) < 2:
+        return None
+    s = Section("models", "Models in the script", gist=f"{len(models)} models watched")
+    rows = []
+    for m in models:
+        info = as_object(m.get("model"))
+        found = as_list(m.get("findings"))
+        worst = ", ".join(sorted({str(as_object(f).get("code", "")) for f in found})) or "none"
+        rows.append(Row([text(m.get("name", ""), mono=True), text(info.get("class", "")),
+                         num(info.get("parameters")), num(info.get("trainable")),
+                         text(", ".join(str(o) for o in as_list(m.get("optimizers"))) or "none"),
+                         num(m.get("steps")), text(worst, mono=True)]))
+    s.tables.append(Table("models", ["model", "class", "parameters", "trainable", "optimizers",
+                                     "steps", "findings"], rows, "Root models and their optimizers"))
+
+    def chart(i: int, m: Mapping[str, Any]) -> Any:
+        c = F.total_norm_figure({"probes": as_object(m.get("probes"))})
+        if c is not None:
+            c.key = f"model{i}-total-norm"
+            c.title = f"{m.get('name', f'model {i}')}: total gradient norm (before clipping)"
+        return c
+
+    s.figures = draw([(f"total norm of {m.get('name', i)}", functools.partial(chart, i, m))
+                      for i, m in enumerate(models)], s.notes)
+    s.notes.append(f"The sections below show {models[0].get('name', 'the first model')}; every "
+                   "model's findings are in the verdict, named `model: place`.")
+    return s
+
+
 def section_registration(record: Mapping[str, Any], ctx: _Context) -> Section | None:
     tree = [n for n in as_list(as_object(record.get("registration")).get("tree")) if isinstance(n, Mapping)]
     if not tree:
@@ -863,7 +898,7 @@ class _Context:
 
 
 SECTIONS: tuple[Callable[[Mapping[str, Any], _Context], Section | None], ...] = (
-    section_run, section_model, section_registration, section_gradients, section_nonfinite,
+    section_run, section_models, section_model, section_registration, section_gradients, section_nonfinite,
     section_activations, section_clipping, section_freezing, section_curves, section_update_ratio,
     section_dead_units, section_loop, section_timings, section_hooks, section_other, section_lint,
     section_environment, section_record)
