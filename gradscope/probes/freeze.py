@@ -1,7 +1,10 @@
 """Freezing and the optimizer (GS301–GS306), and the freeze table.
 
 At attach: which parameters are frozen, which sit in which optimizer param group (with its lr and
-weight decay), and which trainable ones are in none. Over the run: whether each parameter changed.
+weight decay), and which trainable ones are in none. Over the run: whether each parameter changed,
+and whether a frozen one changed while frozen. A parameter frozen during the run (gradual
+freezing) gets its own baseline right before the first optimizer step after it was frozen (a
+host-side look at ``requires_grad`` each step; the fingerprint itself stays on the device).
 Change is detected by a fingerprint (float64 sum and L2 norm of each tensor), computed on the
 device at attach, at every flush and at the end: no copy of a large frozen backbone is ever kept,
 and a change that leaves both sum and norm bitwise equal is, in practice, impossible.
@@ -128,6 +131,9 @@ class FreezeProbe(Probe):
         self.info: list[ParamInfo] = []
         self.baseline: torch.Tensor | None = None
         self.first_changed_step: list[int | None] = []
+        self.requires_grad: list[bool] = []             # as last seen, to notice (un)freezing
+        self.frozen_base: dict[int, torch.Tensor] = {}  # frozen parameter -> fingerprint when frozen
+        self.first_frozen_change: list[int | None] = []
         self.bn_train: dict[str, str] = {}   # BatchNorm path -> frozen subtree, seen in train mode
         self.subtrees: list[str] = []
 
@@ -143,6 +149,10 @@ class FreezeProbe(Probe):
                                        _group_value(run.optimizers, pairs, "weight_decay")))
         self.baseline = fingerprint(self.params).cpu() if self.params else None
         self.first_changed_step = [None] * len(self.params)
+        self.first_frozen_change = [None] * len(self.params)
+        self.requires_grad = [p.requires_grad for p in self.params]
+        if self.baseline is not None:
+            self.frozen_base = {i: self.baseline[i] for i, rg in enumerate(self.requires_grad) if not rg}
         for path, sub in frozen_subtrees(run.model):
             self.subtrees.append(path)
             for bn_name, bn in sub.named_modules():
@@ -155,6 +165,21 @@ class FreezeProbe(Probe):
         if module.training and torch.is_grad_enabled():
             self.bn_train.setdefault(full, subtree)
 
+    def on_step_begin(self) -> None:
+        changed = [i for i, p in enumerate(self.params) if p.requires_grad != self.requires_grad[i]]
+        if not changed:
+            return
+        newly_frozen = []
+        for i in changed:
+            self.requires_grad[i] = self.params[i].requires_grad
+            if self.requires_grad[i]:
+                self.frozen_base.pop(i, None)
+            else:
+                newly_frozen.append(i)
+        if newly_frozen:  # right before this step can move them; kept on the device until a flush
+            base = fingerprint([self.params[i] for i in newly_frozen])
+            self.frozen_base.update({i: base[j] for j, i in enumerate(newly_frozen)})
+
     def flush(self, steps: list[int]) -> None:
         if self.baseline is None or not steps:
             return
@@ -163,6 +188,13 @@ class FreezeProbe(Probe):
         for i, moved in enumerate(changed):
             if moved and self.first_changed_step[i] is None:
                 self.first_changed_step[i] = steps[-1]
+        for i, base in list(self.frozen_base.items()):
+            if self.params[i].requires_grad:
+                continue
+            base = base.cpu()
+            self.frozen_base[i] = base
+            if self.first_frozen_change[i] is None and bool((now[i] != base).any()):
+                self.first_frozen_change[i] = steps[-1]
 
     # ---- results -------------------------------------------------------------------------------
     def changed(self, name: str) -> bool | None:
@@ -220,8 +252,8 @@ class FreezeProbe(Probe):
                         "they get gradients but are never updated (was the layer replaced after the "
                         "optimizer was built?).")
         if run.step > 0:
-            moved = [(i.name, s) for i, p, s in zip(self.info, self.params, self.first_changed_step)
-                     if s is not None and not p.requires_grad and not i.trainable]
+            moved = [(i.name, s) for i, p, s in zip(self.info, self.params, self.first_frozen_change)
+                     if s is not None and not p.requires_grad]
             if moved:
                 first = min(s for _, s in moved)
                 out += _grouped("GS302", by_module([n for n, _ in moved], run.root_name),

@@ -190,6 +190,30 @@ def test_fingerprint_matches_plain_sums_and_norms() -> None:
     assert fingerprint([]).shape == (0, 2)
 
 
+@pytest.mark.parametrize("set_to_none", [False, True], ids=["zeroed-in-place", "set-to-none"])
+def test_gs302_for_a_layer_frozen_during_the_run(set_to_none: bool) -> None:
+    """Gradual freezing: trained for two steps under watch(), then frozen but left in AdamW."""
+    torch.manual_seed(0)
+    model = Tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    with watch(model, opt) as scope:
+        for step in range(5):
+            if step == 2:
+                for p in model.frozen.parameters():
+                    p.requires_grad = False
+                before = snapshot(model.frozen)
+            opt.zero_grad(set_to_none=set_to_none)
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    moved = not unchanged(before, model.frozen)
+    assert moved == (not set_to_none)  # plain truth: only stale zero gradients let AdamW move it
+    gs302 = only(scope.findings, "GS302")
+    assert bool(gs302) == moved
+    if moved:
+        assert gs302[0].where == "frozen"
+
+
 def test_gs302_not_raised_for_parameters_unfrozen_during_the_run() -> None:
     torch.manual_seed(0)
     model = Tiny()
