@@ -19,6 +19,12 @@ def resnet18() -> nn.Module:
     return torchvision.models.resnet18(weights=None, num_classes=10)
 
 
+def resnet50() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.resnet50(weights=None)
+
+
 class TinyTransformer(nn.Module):
     """A small nn.TransformerEncoder classifier over token sequences."""
 
@@ -41,6 +47,8 @@ class Workload:
     name: str
     build: Callable[[], nn.Module]
     batch: Callable[[torch.device], tuple[torch.Tensor, torch.Tensor]]
+    amp: bool = False        # autocast to bfloat16 around forward and loss
+    cuda_only: bool = False  # too large for a CPU benchmark
 
 
 WORKLOADS = {
@@ -51,15 +59,20 @@ WORKLOADS = {
     "transformer": Workload("TransformerEncoder b32 seq64", TinyTransformer,
                             lambda d: (torch.randint(0, 1000, (32, 64), device=d),
                                        torch.randint(0, 10, (32,), device=d))),
+    "resnet50_amp": Workload("resnet50 b64 3x224x224 AMP bf16", resnet50,
+                             lambda d: (torch.randn(64, 3, 224, 224, device=d),
+                                        torch.randint(0, 1000, (64,), device=d)),
+                             amp=True, cuda_only=True),
 }
 
 
-def make_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-              ) -> Callable[[], None]:
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+              amp: bool = False) -> Callable[[], None]:
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
-        loss = loss_fn(model(x), y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
