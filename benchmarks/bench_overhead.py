@@ -32,17 +32,12 @@ ROUNDS = int(os.environ.get("GRADSCOPE_BENCH_ROUNDS", "7"))
 
 def _alternative(kind: str, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                  y: torch.Tensor, amp: bool = False) -> Callable[[], None]:
-    plain_loss = nn.CrossEntropyLoss()
-
-    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return plain_loss(out, target)
-
+    loss_fn = nn.CrossEntropyLoss()
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
     if amp:
         def forward(inputs: torch.Tensor) -> torch.Tensor:
             with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
                 return model(inputs)
-    else:
-        forward = model
     log: list[float] = []
     if kind == "item_logging":
         def step() -> None:
