@@ -97,14 +97,15 @@ class _Stop(Exception):
         self.status = status
 
 
-def _accuracy_targets(predictions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(number correct, number of samples) as device tensors, or zeros when not a classifier."""
+def _accuracy_targets(predictions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor | int, int]:
+    """(number correct as a device tensor, number of samples as a host int), or (0, 0) when not
+    a classifier. The count stays a Python int: making a device tensor of it would be a
+    host-to-device copy every batch."""
     if predictions.dim() == 2 and predictions.shape[1] > 1 and targets.dim() == 1 \
             and not targets.is_floating_point():
         probs = torch.softmax(predictions.detach(), dim=1)  # class probabilities, as the notes do
-        return (probs.argmax(dim=1) == targets).sum(), torch.tensor(targets.shape[0], device=targets.device)
-    return torch.zeros((), device=predictions.device, dtype=torch.long), torch.zeros(
-        (), device=predictions.device, dtype=torch.long)
+        return (probs.argmax(dim=1) == targets).sum(), int(targets.shape[0])
+    return 0, 0
 
 
 def check_loss_inputs(loss_fn: Any, predictions: torch.Tensor, targets: torch.Tensor,
@@ -207,7 +208,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., tor
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
     batches = 0
     try:
         with torch.no_grad():
@@ -227,7 +228,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., tor
     if batches == 0:
         return None, None
     loss = float(loss_sum) / batches
-    accuracy = 100.0 * int(correct) / int(seen) if int(seen) else None
+    accuracy = 100.0 * int(correct) / seen if seen else None
     return loss, accuracy
 
 
@@ -265,7 +266,7 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
                 model.train()
                 loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
                 correct = torch.zeros((), device=dev, dtype=torch.long)
-                seen = torch.zeros((), device=dev, dtype=torch.long)
+                seen = 0
                 batches = 0
                 batches_iter = iter(_progress(train_loader, opts.progress, f"epoch {epoch}"))
                 while opts.max_steps is None or step < opts.max_steps:
@@ -297,7 +298,7 @@ def fit(model: nn.Module, train_loader: Iterable[Any], test_loader: Iterable[Any
                         # one sync per flush interval, not per step
                         raise _Stop("nonfinite", f"the training loss became non-finite by step {step}")
                 train_loss = float(loss_sum) / batches if batches else None
-                train_acc = 100.0 * int(correct) / int(seen) if int(seen) else None
+                train_acc = 100.0 * int(correct) / seen if seen else None
                 test_loss, test_acc = (evaluate(model, test_loader, loss_fn, dev)
                                        if test_loader is not None else (None, None))
                 _append(curves, epoch, train_loss, train_acc, test_loss, test_acc)

@@ -96,6 +96,12 @@ def _layers(names: list[str], root: str) -> tuple[list[str], list[int]]:
     return layer_names, owner
 
 
+def _graph_task_id() -> int:
+    """The running backward pass's id (PyTorch 2.1+); -2 where PyTorch cannot say."""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current() if current is not None else -2
+
+
 PROBE_NAMES = ("timing", "grad_norm", "nonfinite", "tensor_grad", "hooks", "freeze", "clipping", "mode",
                "zero_grad", "activation_grad", "dead_units", "update_ratio")
 
@@ -166,7 +172,7 @@ class Scope:
         if probes is not None:
             self.probes = _select(self.probes, probes)
         self._handles: list[RemovableHandle] = []
-        self._callback_queued = False
+        self._queued_task: int | None = None  # graph task whose end callback is queued
         self._recording_order = True
         self._attached = False
         self._closed = False
@@ -177,6 +183,13 @@ class Scope:
         if self._attached or self._closed:
             raise GradscopeError("a watch() scope can be entered once; create a new one per run")
         self._attached = True
+        # Buffers made here must be ordinary tensors even if the first call of the model (zero-code
+        # mode) happens under torch.inference_mode() or no_grad.
+        with torch.inference_mode(False), torch.no_grad():
+            self._attach()
+        return self
+
+    def _attach(self) -> None:
         try:
             for i, p in enumerate(self.run.params):
                 self._handles.append(
@@ -192,7 +205,6 @@ class Scope:
         except BaseException:
             self._detach()
             raise
-        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -226,19 +238,24 @@ class Scope:
     def _on_grad(self, index: int, _param: torch.Tensor) -> None:
         if self._recording_order:
             self.run.backward_order.append(index)
-        if not self._callback_queued:
-            self._callback_queued = True
+        # One callback per backward pass (graph task). Keyed by the task, not a plain flag, so that
+        # a backward that raised before its end (an out-of-memory retried by the user) cannot
+        # leave the scope waiting for a callback that never comes.
+        task = _graph_task_id()
+        if task != self._queued_task:
+            self._queued_task = task
             Variable._execution_engine.queue_callback(self._on_backward_end)
 
     def _on_backward_end(self) -> None:
         started = time.perf_counter_ns()
-        self._callback_queued = False
+        self._queued_task = None
         self._recording_order = False
         run = self.run
         run.backwards += 1
         run.backwards_in_step += 1
-        for probe in self.probes:
-            probe.on_backward_end()
+        with torch.no_grad():  # backward(create_graph=True) leaves grads that require grad
+            for probe in self.probes:
+                probe.on_backward_end()
         run.overhead_ns += time.perf_counter_ns() - started
         if self.step_on == "backward":
             self._end_step()

@@ -102,8 +102,14 @@ class ScriptWatcher:
         ``failed``: the script raised, so a step cut short is kept as evidence."""
         while self._handles:
             self._handles.pop().remove()
-        for w in self.watched:
-            w.scope.close(keep_partial_step=failed)
+        errors: list[BaseException] = []
+        for w in reversed(self.watched):
+            try:
+                w.scope.close(keep_partial_step=failed)
+            except Exception as exc:  # close the others first, then say what went wrong
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     # ---- discovery ---------------------------------------------------------------------------------
     def _on_pre(self, module: nn.Module, _args: Any) -> None:
@@ -127,8 +133,11 @@ class ScriptWatcher:
             label = f"{label}#{sum(1 for w in self.watched if w.label.split('#')[0] == label) + 1}"
         self._attaching = True
         try:
-            scope = Scope(module, optimizers or None, **self.options)
-            scope.__enter__()
+            # the model's first call may be an evaluation under torch.inference_mode(): the
+            # scope's tensors must still be ordinary ones that training can update
+            with torch.inference_mode(False):
+                scope = Scope(module, optimizers or None, **self.options)
+                scope.__enter__()
         finally:
             self._attaching = False
         names = [f"{type(o).__name__}" for o in optimizers]
@@ -222,9 +231,9 @@ def run_script(path: Path, args: list[str], watcher: ScriptWatcher) -> ScriptRes
         sys.stderr.write(text)
         status, code_out, error = "crashed", 1, text.strip().splitlines()[-1]
     finally:
-        watcher.stop(failed=status in ("crashed", "interrupted"))
         sys.argv = saved_argv
         sys.path[:] = saved_path
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
+        watcher.stop(failed=status in ("crashed", "interrupted"))
     return ScriptResult(exit_code=code_out, status=status, error=error, watched=watcher.watched)

@@ -278,11 +278,18 @@ class _ScopeBuilder:
 
     def bind_target(self, target: ast.AST, scope: Scope, stmt: ast.AST, kind: str,
                     value: ast.expr | None = None, annotation: ast.expr | None = None) -> None:
-        """Bind every name in an assignment target; only a bare name keeps the value."""
+        """Bind every name in an assignment target. A bare name keeps the value, and so does each
+        name of ``a, b = x, y`` (same length, no starred part): each gets its own element."""
         if isinstance(target, ast.Name):
             self.bind(scope, Binding(target.id, stmt, kind, value, annotation))
         elif isinstance(target, (ast.Tuple, ast.List)):
-            for elt in target.elts:
+            pairs = (isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts)
+                     and not any(isinstance(e, ast.Starred) for e in (*target.elts, *value.elts)))
+            for i, elt in enumerate(target.elts):
+                if pairs and isinstance(elt, ast.Name):
+                    assert isinstance(value, (ast.Tuple, ast.List))
+                    self.bind(scope, Binding(elt.id, stmt, kind, value.elts[i]))
+                    continue
                 self.bind_target(elt, scope, stmt, "unpack" if kind == "assign" else kind)
         elif isinstance(target, ast.Starred):
             self.bind_target(target.value, scope, stmt, "unpack" if kind == "assign" else kind)

@@ -18,15 +18,16 @@ from gradscope.probes.base import Probe
 from gradscope.series import DecimatedSeries, RunningStats
 
 
-def first_tensor(output: Any) -> torch.Tensor | None:
-    """The first tensor in a module output (a tensor, or nested tuples/lists/dicts of them)."""
+def first_grad_tensor(output: Any) -> torch.Tensor | None:
+    """The first tensor in a module output that requires grad (a dict output may start with an
+    argmax or a mask that does not), or None."""
     if isinstance(output, torch.Tensor):
-        return output
+        return output if output.requires_grad else None
     if isinstance(output, dict):
         output = list(output.values())
     if isinstance(output, (tuple, list)):
         for item in output:
-            found = first_tensor(item)
+            found = first_grad_tensor(item)
             if found is not None:
                 return found
     return None
@@ -101,8 +102,8 @@ class ActivationProbe(Probe):
             self.handles.append(module.register_forward_hook(functools.partial(self._on_forward, i)))
 
     def _on_forward(self, index: int, _module: nn.Module, _args: Any, output: Any) -> None:
-        t = first_tensor(output)
-        if t is not None and t.requires_grad and torch.is_grad_enabled():
+        t = first_grad_tensor(output)
+        if t is not None and torch.is_grad_enabled():
             t.register_hook(functools.partial(self._on_grad, index))
 
     def _buffers(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

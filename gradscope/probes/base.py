@@ -42,6 +42,7 @@ class RunState:
     listeners: list[Callable[[str], None]] = field(default_factory=list)  # phase events, e.g. timing
     overhead_ns: int = 0                         # host time spent in gradscope's own callbacks
     scalers: list[Any] = field(default_factory=list)  # torch.amp.GradScaler objects seen scaling a loss
+    locating: bool = False                       # the non-finite probe's re-run is in progress
 
     def emit(self, event: str) -> None:
         """Tell listeners a phase begins or ends ("clip_begin", "data_end", ...)."""

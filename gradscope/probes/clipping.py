@@ -59,6 +59,14 @@ def _materialise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[A
     return args, {**kwargs, "parameters": value}
 
 
+def _persistent(calls: list[dict[str, Any]], bad: list[dict[str, Any]]) -> bool:
+    """Under a GradScaler overflowing steps are normal while it lowers its scale (they are
+    skipped); a fault is one that is still there: most of the last half of the calls."""
+    late = calls[len(calls) // 2:]
+    late_bad = sum(1 for c in late if any(c is b for b in bad))
+    return bool(late) and late_bad >= 0.9 * len(late)
+
+
 class _CellPatch:
     """Swap the function a no-grad wrapper calls; put it back on ``undo``."""
 
@@ -82,6 +90,96 @@ class _CellPatch:
             self.cell = None
 
 
+class _Patches:
+    """The one set of patches all open scopes share.
+
+    Installed when the first clipping probe attaches and removed when the last one detaches, in
+    whatever order scopes close (nested scopes, or a script's models closed first-in-first-out),
+    so PyTorch's functions always end up exactly as they were. Each call is offered to every
+    open probe, which keeps it only when it clips that probe's own model.
+    """
+
+    def __init__(self) -> None:
+        self.probes: list[ClipProbe] = []
+        self.cells: list[_CellPatch] = []
+        self.attrs: list[tuple[Any, str, Any]] = []
+        self.depth = 0
+
+    def add(self, probe: ClipProbe) -> None:
+        if not self.probes:
+            self._install()
+        self.probes.append(probe)
+
+    def remove(self, probe: ClipProbe) -> None:
+        if probe in self.probes:
+            self.probes.remove(probe)
+            if not self.probes:
+                self._uninstall()
+
+    def _install(self) -> None:
+        for name, kind in (("clip_grad_norm_", "norm"), ("clip_grad_value_", "value"),
+                           ("_clip_grads_with_norm_", "with_norm")):
+            wrapper = getattr(clip_module, name, None)
+            if wrapper is None:
+                continue
+            label = name.lstrip("_")  # the public names: clip_grad_norm_, clip_grads_with_norm_
+            patch = _CellPatch(wrapper, functools.partial(self._observer, kind, label))
+            if patch.ok:
+                self.cells.append(patch)
+            else:  # no wrapper to reach into: patch the public names instead
+                observed = self._observer(kind, label, wrapper)
+                for module in (clip_module, torch.nn.utils):
+                    public = "clip_grads_with_norm_" if module is torch.nn.utils and kind == "with_norm" else name
+                    if getattr(module, public, None) is wrapper:
+                        self.attrs.append((module, public, wrapper))
+                        setattr(module, public, observed)
+        scaler_cls = torch.amp.GradScaler
+        original_scale = scaler_cls.__dict__["scale"]
+
+        def scale(scaler: Any, outputs: Any) -> Any:
+            for probe in self.probes:
+                probe.saw_scaler(scaler)
+            return original_scale(scaler, outputs)
+
+        self.attrs.append((scaler_cls, "scale", original_scale))
+        scaler_cls.scale = functools.wraps(original_scale)(scale)  # type: ignore[method-assign]
+
+    def _uninstall(self) -> None:
+        while self.cells:
+            self.cells.pop().undo()
+        while self.attrs:
+            owner, attr, original = self.attrs.pop()
+            setattr(owner, attr, original)
+
+    def _observer(self, kind: str, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            if self.depth:  # clip_grad_norm_ calls _clip_grads_with_norm_ itself: count it once
+                return original(*args, **kwargs)
+            self.depth += 1
+            try:
+                args, kwargs = _materialise(args, kwargs)
+                calls = [(probe, probe._before(kind, label, args, kwargs)) for probe in list(self.probes)]
+                mine = [(probe, call) for probe, call in calls if call is not False]
+                for probe, _ in mine:
+                    probe._state().emit("clip_begin")
+                try:
+                    result = original(*args, **kwargs)
+                finally:
+                    for probe, _ in mine:
+                        probe._state().emit("clip_end")
+                if kind == "norm":
+                    for _, call in mine:
+                        if isinstance(call, ClipCall):
+                            call.total = result.detach().to(torch.float32, copy=True).reshape(())
+                return result
+            finally:
+                self.depth -= 1
+        return observed
+
+
+PATCHES = _Patches()
+
+
 class ClipProbe(Probe):
     """Observes clipping; GS401–GS407."""
 
@@ -95,98 +193,80 @@ class ClipProbe(Probe):
         self.misplaced: list[tuple[int, str, str]] = []   # GS403: (step, function, when)
         self.scaled: list[tuple[int, str]] = []            # GS406: (step, function)
         self.accumulation_steps: list[tuple[int, str]] = []  # GS407: (step, function)
-        self._fresh = False        # a backward ended since the last optimizer step began (GS403)
-        self._last_clip: tuple[int, int] | None = None     # (step, backwards) at the last clip call
-        self._patches: list[_CellPatch] = []
-        self._attr_patches: list[tuple[Any, str, Any]] = []
-        self._depth = 0
+        self.clip_steps: set[int] = set()                  # steps with at least one observed clip
+        self._fresh: dict[int, bool] = {}  # optimizer id -> a backward ended since its last step
+        self._fresh_any = False            # the same without an optimizer
+        self._clipped_at: dict[int | None, int] = {}  # optimizer id -> backwards at its last clip
+        self._mine: set[int] = set()       # ids of this model's parameters
 
-    # ---- patching --------------------------------------------------------------------------------
+    # ---- attach ----------------------------------------------------------------------------------
     def attach(self, run: Any) -> None:
         super().attach(run)
-        for name, kind in (("clip_grad_norm_", "norm"), ("clip_grad_value_", "value"),
-                           ("_clip_grads_with_norm_", "with_norm")):
-            wrapper = getattr(clip_module, name, None)
-            if wrapper is None:
-                continue
-            label = name.lstrip("_")  # the public names: clip_grad_norm_, clip_grads_with_norm_
-            patch = _CellPatch(wrapper, functools.partial(self._observer, kind, label))
-            if patch.ok:
-                self._patches.append(patch)
-            else:  # no wrapper to reach into: patch the public names instead
-                observed = self._observer(kind, label, wrapper)
-                for module in (clip_module, torch.nn.utils):
-                    public = "clip_grads_with_norm_" if module is torch.nn.utils and kind == "with_norm" else name
-                    if getattr(module, public, None) is wrapper:
-                        self._attr_patches.append((module, public, wrapper))
-                        setattr(module, public, observed)
-        scaler_cls = torch.amp.GradScaler
-        original_scale = scaler_cls.__dict__["scale"]
-
-        def scale(scaler: Any, outputs: Any) -> Any:
-            if scaler not in self._state().scalers:
-                self._state().scalers.append(scaler)
-            return original_scale(scaler, outputs)
-
-        self._attr_patches.append((scaler_cls, "scale", original_scale))
-        scaler_cls.scale = functools.wraps(original_scale)(scale)  # type: ignore[method-assign]
+        self._mine = {id(p) for p in run.model.parameters()}
+        for opt in run.optimizers:
+            self._fresh[id(opt)] = False
+            self.handles.append(opt.register_step_pre_hook(self._on_optimizer_step))
+        PATCHES.add(self)
 
     def detach(self) -> None:
         super().detach()
-        while self._patches:
-            self._patches.pop().undo()
-        while self._attr_patches:
-            owner, attr, original = self._attr_patches.pop()
-            setattr(owner, attr, original)
+        PATCHES.remove(self)
+
+    def saw_scaler(self, scaler: Any) -> None:
+        """A GradScaler scaled a loss while this scope was open."""
+        run = self._state()
+        if scaler not in run.scalers:
+            run.scalers.append(scaler)
 
     # ---- the clock -------------------------------------------------------------------------------
     def on_backward_end(self) -> None:
-        self._fresh = True
+        self._fresh_any = True
+        for key in self._fresh:
+            self._fresh[key] = True
+
+    def _on_optimizer_step(self, optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        self._fresh[id(optimizer)] = False
+        self._fresh_any = False
+        self._clipped_at.pop(id(optimizer), None)
 
     def on_step_begin(self) -> None:
-        # Only the optimizer (or manual) clock calls this; with the backward clock the step ends at
-        # every backward, so "fresh" must not be tied to the step counter.
-        self._fresh = False
+        if not self._state().optimizers:  # manual clock: the step is the update
+            self._fresh_any = False
 
-    def _observer(self, kind: str, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        def observed(*args: Any, **kwargs: Any) -> Any:
-            if self._depth:  # clip_grad_norm_ calls _clip_grads_with_norm_ itself: count it once
-                return original(*args, **kwargs)
-            self._depth += 1
-            try:
-                args, kwargs = _materialise(args, kwargs)
-                call = self._before(kind, label, args, kwargs)
-                run = self._state()
-                run.emit("clip_begin")
-                try:
-                    result = original(*args, **kwargs)
-                finally:
-                    run.emit("clip_end")
-                if call is not None and kind == "norm":
-                    call.total = result.detach().to(torch.float32, copy=True).reshape(())
-                return result
-            finally:
-                self._depth -= 1
-        return observed
+    def _holders(self, params: list[Any]) -> list[torch.optim.Optimizer]:
+        """The optimizers holding any of ``params``."""
+        ids = {id(p) for p in params}
+        return [opt for opt in self._state().optimizers
+                if any(id(q) in ids for g in opt.param_groups for q in g["params"])]
 
-    def _before(self, kind: str, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClipCall | None:
+    def _before(self, kind: str, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+                ) -> ClipCall | None | bool:
+        """Record one call before it runs. False: the call clips another model's parameters."""
         run = self._state()
         params = args[0] if args else kwargs.get("parameters")
         if isinstance(params, torch.Tensor):
             params = [params]
         elif not isinstance(params, (list, tuple)):
             params = []
+        if params and not any(id(p) in self._mine for p in params):
+            return False  # another model's clip call (a GAN's other half): not this scope's
+        holders = self._holders(list(params))
+        fresh = any(self._fresh.get(id(o), False) for o in holders) if holders else self._fresh_any
+        self.clip_steps.add(run.step)
         grads = [p.grad for p in (params or []) if p.grad is not None]
-        if not self._fresh:
+        if not fresh:
             when = ("before this step's backward() (the gradients were just zeroed)"
                     if not grads else "after optimizer.step() or before this step's backward()")
             self.misplaced.append((run.step, label, when))
-        # A clip, then more backward passes in the same step, then a clip again: per micro-batch.
-        # Several clips after the last backward (one per parameter group) are not that.
-        last, self._last_clip = self._last_clip, (run.step, run.backwards)
-        if last is not None and last[0] == run.step and last[1] < run.backwards and (
-                not self.accumulation_steps or self.accumulation_steps[-1][0] != run.step):
-            self.accumulation_steps.append((run.step, label))
+        # A clip, then more backward passes, then a clip again, with no step of the optimizer
+        # holding those parameters in between: clipping per micro-batch. Several clips after the
+        # last backward (one per parameter group or optimizer) are not that.
+        for opt in holders:
+            before = self._clipped_at.get(id(opt))
+            if before is not None and before < run.backwards and (
+                    not self.accumulation_steps or self.accumulation_steps[-1][0] != run.step):
+                self.accumulation_steps.append((run.step, label))
+            self._clipped_at[id(opt)] = run.backwards
         threshold_key = {"norm": "max_norm", "value": "clip_value", "with_norm": "max_norm"}[kind]
         threshold = args[1] if len(args) > 1 else kwargs.get(threshold_key)
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
@@ -200,18 +280,20 @@ class ClipProbe(Probe):
         if kind == "value" and grads:
             over = torch.stack([(g.detach().abs() > threshold_value).sum() for g in grads]).sum()
             call.saturated = over.to(torch.float64) / sum(g.numel() for g in grads)
-        if self._scaled_gradients(run):
+        if self._scaled_gradients(run, holders):
             self.scaled.append((run.step, label))
         self.calls.append(call)
         return call
 
-    def _scaled_gradients(self, run: Any) -> bool:
+    def _scaled_gradients(self, run: Any, holders: list[torch.optim.Optimizer]) -> bool:
+        """Whether the clipped gradients are still scaled: an enabled scaler has not unscaled the
+        optimizer(s) holding them (only those: the AMP recipe unscales the one it clips)."""
         from torch.amp.grad_scaler import OptState
 
         for scaler in run.scalers:
             if not scaler.is_enabled():
                 continue
-            for opt in run.optimizers:
+            for opt in holders or run.optimizers:
                 state = scaler._per_optimizer_states.get(id(opt))
                 if state is None or state["stage"] is not OptState.UNSCALED:
                     return True
@@ -288,7 +370,9 @@ class ClipProbe(Probe):
                 f"clipping ran on gradients still multiplied by the GradScaler's scale at step "
                 f"{self.scaled[0][0]} ({len(self.scaled)} time(s)): the threshold is compared with "
                 "scaled norms, so clipping acts far too often or never as intended."))
-        if self.accumulation_steps:
+        # A GradScaler skipping an overflowing step makes one iteration look like two backwards
+        # in one step; clipping per micro-batch repeats at most steps that clip.
+        if self.accumulation_steps and len(self.accumulation_steps) >= max(2, len(self.clip_steps) // 2):
             out.append(finding(
                 "GS407", self.accumulation_steps[0][1],
                 f"clipping ran after each micro-batch of {len(self.accumulation_steps)} accumulation "
@@ -297,7 +381,7 @@ class ClipProbe(Probe):
         norm_calls = [c for c in self.done if "acted" in c]
         nonfinite = [c for c in norm_calls if not (c["total_norm"] == c["total_norm"]
                                                    and abs(c["total_norm"]) != float("inf"))]
-        if nonfinite:
+        if nonfinite and (not run.scalers or _persistent(norm_calls, nonfinite)):
             out.append(finding(
                 "GS404", "clip_grad_norm_",
                 f"the total gradient norm was non-finite at clipping time at step {nonfinite[0]['step']} "

@@ -26,25 +26,20 @@ from gradscope.series import DecimatedSeries, RunningStats
 class _Group:
     """Parameters sharing a device and dtype, with their device buffer."""
 
-    def __init__(self, positions: list[int], device: torch.device, rows: int) -> None:
+    def __init__(self, positions: list[int], device: torch.device, dtype: torch.dtype, rows: int) -> None:
         self.positions = positions
         self.device = device
         self.buffer = torch.zeros(rows, len(positions), dtype=torch.float32, device=device)
-        self._index_cache: dict[tuple[int, ...], torch.Tensor] = {}
+        # Stands in for a missing gradient: its norm is 0, so the fused kernel always sees the
+        # whole group and writes one full row (no index tensor per pattern of missing gradients,
+        # whose host-to-device copy would be a sync on CUDA).
+        self.empty = torch.zeros(0, dtype=dtype, device=device)
 
     def move_to(self, device: torch.device) -> None:
         """Follow the model to another device, keeping the rows written so far."""
         self.device = device
         self.buffer = self.buffer.to(device)
-        self._index_cache.clear()
-
-    def index(self, present: tuple[int, ...]) -> torch.Tensor:
-        """Column indices (on the device) of the group members that have a gradient."""
-        cached = self._index_cache.get(present)
-        if cached is None:
-            cached = torch.tensor(present, dtype=torch.long, device=self.device)
-            self._index_cache[present] = cached
-        return cached
+        self.empty = self.empty.to(device)
 
 
 class GradNormProbe(Probe):
@@ -79,8 +74,8 @@ class GradNormProbe(Probe):
     def _build_groups(self) -> None:
         run = self._state()
         self.groups = [
-            _Group(positions, device, run.flush_every)
-            for (device, _dtype), positions in group_by_device_dtype(run.params).items()
+            _Group(positions, device, dtype, run.flush_every)
+            for (device, dtype), positions in group_by_device_dtype(run.params).items()
         ]
 
     # ---- per step (no host sync) -------------------------------------------------------------
@@ -89,28 +84,27 @@ class GradNormProbe(Probe):
         params = run.params
         for group in self.groups:
             grads: list[torch.Tensor] = []
-            present: list[int] = []
-            for col, pos in enumerate(group.positions):
+            present = 0
+            for pos in group.positions:
                 g = params[pos].grad
-                if g is not None:
-                    # an uncoalesced sparse gradient (nn.Embedding(sparse=True)) repeats indices:
-                    # its values only have the right norm once duplicates are summed (on CUDA
-                    # that sizes the result on the host, as SparseAdam's own coalesce does)
-                    grads.append(g.coalesce()._values() if g.is_sparse else g)
-                    present.append(col)
-                    self.had_grad[pos] = True
-            if not grads:
+                if g is None:
+                    grads.append(group.empty)
+                    continue
+                # an uncoalesced sparse gradient (nn.Embedding(sparse=True)) repeats indices:
+                # its values only have the right norm once duplicates are summed (on CUDA
+                # that sizes the result on the host, as SparseAdam's own coalesce does)
+                grads.append(g.coalesce()._values() if g.is_sparse else g)
+                present += 1
+                self.had_grad[pos] = True
+            if not present:
                 continue
-            if grads[0].device != group.device:
-                group.move_to(grads[0].device)  # the model moved after attach (rare)
+            device = next(g.device for g in grads if g is not group.empty)
+            if device != group.device:
+                group.move_to(device)  # the model moved after attach (rare)
+                grads = [group.empty if g.numel() == 0 and g.device != device else g for g in grads]
             if run.scalers:
                 self._note_scale(run, group.device)
-            row = group.buffer[run.row]
-            if len(grads) == len(group.positions):
-                row.copy_(foreach_norms(grads))
-            else:
-                row.zero_()
-                row.index_copy_(0, group.index(tuple(present)), foreach_norms(grads))
+            group.buffer[run.row].copy_(foreach_norms(grads))
         self.rows_written.add(run.row)
 
     def _note_scale(self, run: Any, device: torch.device) -> None:

@@ -46,6 +46,8 @@ class ModeProbe(Probe):
 
     def _on_forward(self, module: nn.Module, _args: Any) -> None:
         run = self._state()
+        if run.locating:
+            return
         if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
             self.eval_forwards += 1
             for name, m in self.sensitive:

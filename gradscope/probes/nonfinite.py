@@ -23,7 +23,7 @@ from torch import nn
 
 from gradscope.errors import NonFiniteError
 from gradscope.findings import Finding, finding
-from gradscope.probes.activations import first_tensor
+from gradscope.probes.activations import first_grad_tensor
 from gradscope.probes.base import Probe
 from gradscope.probes.gradnorm import GradNormProbe
 
@@ -87,7 +87,6 @@ class NonFiniteProbe(Probe):
         self.first_output_step: int | None = None
         self.first_loss_step: int | None = None
         self.located: dict[int, str] = {}  # step -> module (or "input")
-        self._locating = False
 
     def attach(self, run: Any) -> None:
         super().attach(run)
@@ -107,7 +106,7 @@ class NonFiniteProbe(Probe):
 
     def _on_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                     output: Any) -> None:
-        if self._locating or not torch.is_grad_enabled():
+        if self._state().locating or not torch.is_grad_enabled():
             return
         tensors = _floating(output)
         if not tensors:
@@ -116,17 +115,17 @@ class NonFiniteProbe(Probe):
         flag = nonfinite_flag(tensors)
         buffer = self._row_buffer(flag.device)
         buffer[run.row, 0].add_(flag)
-        out = first_tensor(output)
-        if out is not None and out.requires_grad:
+        out = first_grad_tensor(output)
+        if out is not None:
             out.register_hook(functools.partial(self._on_output_grad, flag))
         # Only the first non-finite forward is located: after a divergence every step is
         # non-finite, and re-running each of them would double the cost of the rest of the run.
         if not self.located and self._readable(flag) and bool(flag):
-            self._locating = True
+            run.locating = True  # every probe ignores the re-run
             try:
                 where = locate_nonfinite(module, args, kwargs, run.module_names)
             finally:
-                self._locating = False
+                run.locating = False
             self.located[run.step] = where or run.root_name
             if run.strict:
                 raise NonFiniteError(
@@ -202,8 +201,10 @@ class NonFiniteProbe(Probe):
                     "GS206", run.root_name,
                     f"the forward output became non-finite at step {step}. Run with "
                     "watch(..., strict=True) to name the first module (costs a sync per step on a GPU)."))
-        if self.first_loss_step is not None and (self.first_output_step is None
-                                                 or self.first_loss_step < self.first_output_step):
+        # Under a GradScaler the gradient reaching the output is scaled and overflows by design
+        # (the scaler skips those steps); persistent trouble shows as GS205 instead.
+        if self.first_loss_step is not None and not run.scalers and (
+                self.first_output_step is None or self.first_loss_step < self.first_output_step):
             out.append(finding(
                 "GS206", "loss",
                 f"the loss became non-finite at step {self.first_loss_step} while the model's output "

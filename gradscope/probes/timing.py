@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from gradscope.findings import Finding, finding
-from gradscope.probes.activations import first_tensor
+from gradscope.probes.activations import first_grad_tensor
 from gradscope.probes.base import Probe
 
 PHASES = ("data", "h2d", "forward", "backward", "clip", "optimizer", "gradscope", "other", "step")
@@ -111,15 +111,15 @@ class TimingProbe(Probe):
             self.end(phase)
 
     def _on_forward_pre(self, _module: nn.Module, _args: Any) -> None:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not self._state().locating:
             self.begin("forward")
 
     def _on_forward(self, _module: nn.Module, _args: Any, output: Any) -> None:
         if "forward" not in self._open:
             return
         self.end("forward")
-        out = first_tensor(output)
-        if out is not None and out.requires_grad:
+        out = first_grad_tensor(output)
+        if out is not None:
             out.register_hook(functools.partial(self._on_output_grad))
 
     def _on_output_grad(self, _grad: torch.Tensor) -> None:
@@ -145,8 +145,10 @@ class TimingProbe(Probe):
             self.pending.append((run.step, self._cpu_ms, self._step_start, stop, overhead_ms))
             self._cpu_ms = {}
         self._step_start = self._now()
-        self._open.pop("forward", None)
-        self._open.pop("backward", None)
+        for phase in ("forward", "backward"):  # a forward with no backward (or the reverse)
+            left = self._open.pop(phase, None)
+            if self.cuda and left is not None:
+                self.pool.give_back(left)
 
     # ---- flush -----------------------------------------------------------------------------------
     def flush(self, steps: list[int]) -> None:
@@ -161,7 +163,7 @@ class TimingProbe(Probe):
                     phases[phase] = phases.get(phase, 0.0) + a.elapsed_time(b)
                     self.pool.give_back(a, b)
                 total = start.elapsed_time(stop)
-                self.pool.give_back(start)
+                self.pool.give_back(start, stop)
             else:
                 phases = dict(parts)  # type: ignore[arg-type]
                 total = (stop - start) / 1e6
@@ -169,8 +171,6 @@ class TimingProbe(Probe):
             other = max(0.0, total - sum(row))
             self.steps.append(step)
             self.rows.append(row + [overhead_ms, other, total])
-        if self.cuda:
-            self.pool.give_back(self.pending[-1][3])
         self.pending.clear()
         run = self._state()
         while len(self.steps) > run.max_kept_steps:  # bounded: keep every other step

@@ -39,7 +39,7 @@ class ZeroGradProbe(Probe):
         if self.watched is not None or not run.optimizers:
             return
         candidates = [(p.numel(), name, p) for name, p in zip(run.param_names, run.params)
-                      if p.grad is not None]
+                      if p.grad is not None and not p.grad.is_sparse]
         if not candidates:
             return
         _, name, param = min(candidates, key=lambda c: (c[0], c[1]))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gradscope.errors import GradscopeError
-from gradscope.probes.activations import first_tensor
+from gradscope.probes.activations import first_grad_tensor
 from gradscope.scope import watch
 from gradscope.runner import notes_cnn
 
@@ -55,7 +55,7 @@ def _retain_outputs(model: nn.Module, names: list[str]) -> tuple[dict[str, list[
     handles = []
     for name in names:
         def hook(_m: nn.Module, _a: Any, out: Any, name: str = name) -> None:
-            t = first_tensor(out)
+            t = first_grad_tensor(out)
             t.retain_grad()
             kept[name].append(t)
         handles.append(modules[name].register_forward_hook(hook))

@@ -99,6 +99,22 @@ NOT_MATCH = {
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         loss.backward()
         """,
+    "gan-with-optimizers-unpacked-from-a-tuple": """
+        import torch
+        from torch import nn
+        g, d = nn.Linear(2, 3), nn.Linear(3, 1)
+        og, od = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+        for _ in range(8):
+            fake = g(torch.randn(8, 2))
+            od.zero_grad()
+            (d(torch.randn(8, 3)).mean() - d(fake.detach()).mean()).backward()
+            torch.nn.utils.clip_grad_norm_(d.parameters(), 1.0)
+            od.step()
+            og.zero_grad()
+            d(fake).mean().backward()
+            torch.nn.utils.clip_grad_norm_(g.parameters(), 1.0)
+            og.step()
+        """,
 }
 
 
