@@ -16,6 +16,7 @@ the body raises. Nothing here returns a tensor from a hook, so gradients are nev
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -376,6 +377,7 @@ class Scope:
             "steps": run.step,
             "backwards": run.backwards,
             "step_on": self.step_on,
+            "thresholds": dataclasses.asdict(run.thresholds),
             "findings": [f.to_dict() for f in self.findings],
             "probes": self.records,
         }

@@ -709,6 +709,10 @@ def update_ratio_figure(record: Mapping[str, Any]) -> Chart | None:
     p = probe(record, "update_ratio")
     layers = names(p.get("layers"))
     values = matrix(p.get("ratios"), len(layers))
+    limits = record.get("thresholds") if isinstance(record.get("thresholds"), Mapping) else {}
+    low = as_float(limits.get("update_ratio_low", 1e-5))
+    high = as_float(limits.get("update_ratio_high", 1e-1))
+    low, high = (low, high) if math.isfinite(low) and math.isfinite(high) and 0 < low < high else (1e-5, 1e-1)
     if values.size == 0 or not layers:
         return None
     groups = group_layers(layers)
@@ -723,7 +727,7 @@ def update_ratio_figure(record: Mapping[str, Any]) -> Chart | None:
         fig = _figure(10, 3.6 + 0.05 * min(LABEL_CHARS, max(len(label(s)) for s in groups.labels)))
         ax = fig.add_subplot()
         chart = Chart("update-ratio", "Update-to-weight ratio per layer", fig)
-        ax.axhspan(1e-5, 1e-1, color="#2ca02c", alpha=0.08, label="not flagged (1e-5 to 1e-1)")
+        ax.axhspan(low, high, color="#2ca02c", alpha=0.08, label=f"not flagged ({low:g} to {high:g})")
         ax.axhline(1e-3, color="#2ca02c", linestyle="--", linewidth=1, label="typical 1e-3")
         bars = ax.bar(x, _positive(med), color=COLOURS[1], width=0.6, label="median ||Δw||/||w||")
         for bar, name, m in zip(bars, groups.labels, medians):
