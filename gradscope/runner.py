@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import platform
 import random
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -20,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gradscope import __version__
-from gradscope.errors import GradscopeError, ModelFileError
+from gradscope.errors import ModelFileError
 from gradscope.findings import Finding, fails, sort_findings
 from gradscope.loop import FitOptions, FitResult, fit, pick_device
 from gradscope.modelfile import ModelFindingError, ModelSpec, build, load_model_file

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable
 
-import torch
-from torch import nn
 
 from gradscope.findings import Finding, finding
 from gradscope.probes.base import Probe
