@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Collection, Iterator, Literal, Mapping, Sequence
@@ -209,7 +210,15 @@ class Scope:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close(keep_partial_step=exc_type is not None)
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close(keep_partial_step=True)
+        except Exception as failure:  # the user's own exception matters more: let it through
+            warnings.warn(f"gradscope could not finish its record after the error in the watched "
+                          f"block ({type(failure).__name__}: {failure}); every hook was removed",
+                          RuntimeWarning, stacklevel=2)
 
     def close(self, keep_partial_step: bool = False) -> None:
         """Flush what is left and remove every hook. Safe to call twice.
