@@ -18,7 +18,8 @@ from torch import nn
 from gradscope.errors import GradscopeError
 from gradscope.loop import pick_device
 from gradscope.modelfile import ModelSpec, build
-from gradscope.probes.timing import PHASES
+from gradscope.records import TimingRecord, TimingSummary
+from gradscope.records.timing import PHASES
 from gradscope.scope import Scope, watch
 
 CHUNK = 5  # steps per variant before switching
@@ -32,15 +33,22 @@ class BenchResult:
     device: str
     steps: int
     batch_size: int
-    baseline: dict[str, Any]
-    watched: dict[str, Any]
+    baseline: TimingSummary | None
+    watched: TimingSummary | None
     ratio: float | None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        def summary(s: TimingSummary | None) -> dict[str, Any] | None:
+            if s is None:
+                return None
+            out = s.to_json()
+            out["samples_per_second"] = s.steps_per_second * self.batch_size if s.steps_per_second else None
+            return out
+
         return {"model": self.model, "device": self.device, "steps": self.steps,
-                "batch_size": self.batch_size, "baseline": self.baseline, "watched": self.watched,
-                "overhead_ratio": self.ratio, "notes": self.notes}
+                "batch_size": self.batch_size, "baseline": summary(self.baseline),
+                "watched": summary(self.watched), "overhead_ratio": self.ratio, "notes": self.notes}
 
 
 def _batches(spec: ModelSpec, batch_size: int, device: torch.device, seed: int
@@ -57,9 +65,9 @@ def _batches(spec: ModelSpec, batch_size: int, device: torch.device, seed: int
         raise GradscopeError(f"{spec.path}: add `input_shape = (...)` (one sample) so bench can make batches")
     from gradscope.data import load_data
 
-    train, _ = load_data("glyphs", spec.input_shape, spec.num_classes or 10, seed=seed,
-                         train_size=batch_size * 8, test_size=batch_size)
-    loader = torch.utils.data.DataLoader(train, batch_size=batch_size)
+    dataset, _ = load_data("glyphs", spec.input_shape, spec.num_classes or 10, seed=seed,
+                           train_size=batch_size * 8, test_size=batch_size)
+    loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     return [(x.to(device), y.to(device)) for x, y in loader]
 
 
@@ -105,35 +113,36 @@ def bench(spec: ModelSpec, *, device: str | None = None, steps: int = 60, batch_
                 for _ in range(n):
                     variants[name]()
             done += n
-    summaries = {name: s.timing.summary() for name, s in scopes.items()}
-    b, w = summaries["baseline"], summaries["watched"]
+    b, w = (_summary(scopes[name]) for name in ("baseline", "watched"))
     ratio = None
-    if b and w and b["phases"]["step"]["median_ms"] > 0:
-        ratio = w["phases"]["step"]["median_ms"] / b["phases"]["step"]["median_ms"]
-    for s in summaries.values():
-        if s and s.get("steps_per_second"):
-            s["samples_per_second"] = s["steps_per_second"] * batch_size
+    if b is not None and w is not None and b.phases["step"].median_ms > 0:
+        ratio = w.phases["step"].median_ms / b.phases["step"].median_ms
     return BenchResult(model=type(base).__name__, device=str(dev), steps=steps, batch_size=batch_size,
                        baseline=b, watched=w, ratio=ratio)
+
+
+def _summary(scope: Scope) -> TimingSummary | None:
+    timing = scope.records.get(TimingRecord.probe)
+    return timing.summary if isinstance(timing, TimingRecord) else None
 
 
 def format_table(result: BenchResult) -> str:
     """The per-phase table ``gradscope bench`` prints."""
     header = ("phase", "baseline median", "p90", "watched median", "p90")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for phase in PHASES:
         row = [phase]
         for summary in (result.baseline, result.watched):
-            ph = (summary or {}).get("phases", {}).get(phase)
-            row += [f"{ph['median_ms']:.3f} ms", f"{ph['p90_ms']:.3f} ms"] if ph else ["-", "-"]
+            ph = summary.phases.get(phase) if summary is not None else None
+            row += [f"{ph.median_ms:.3f} ms", f"{ph.p90_ms:.3f} ms"] if ph else ["-", "-"]
         lines.append(tuple(row))
     widths = [max(len(r[c]) for r in lines) for c in range(len(header))]
     text = ["  ".join(v.rjust(w) if c else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths)))
             for r in lines]
     for label, summary in (("baseline", result.baseline), ("watched", result.watched)):
-        if summary and summary.get("steps_per_second"):
-            text.append(f"{label}: {summary['steps_per_second']:.2f} steps/s, "
-                        f"{summary['samples_per_second']:.1f} samples/s")
+        if summary is not None and summary.steps_per_second:
+            text.append(f"{label}: {summary.steps_per_second:.2f} steps/s, "
+                        f"{summary.steps_per_second * result.batch_size:.1f} samples/s")
     if result.ratio is not None:
         text.append(f"overhead ratio (watched / baseline median step): {result.ratio:.3f}x")
     return "\n".join(text)

@@ -12,8 +12,7 @@ import click
 from gradscope import __version__
 from gradscope.errors import GradscopeError, ModelFileError
 from gradscope.findings import Finding, Severity, fails, sort_findings
-from gradscope.textreport import (printable, render_findings, summary_line, terminal_width,
-                                  wrap_message)
+from gradscope.textreport import printable, render_findings, summary_line, terminal_width, wrap_message
 
 CHECK_SCHEMA = "gradscope.check"
 CHECK_VERSION = 1
@@ -105,8 +104,8 @@ def _run_checks(model: Any, input_shape: tuple[int, ...] | None, shown: str,
     """The registration checks. A forward pass that fails is bad input; the static findings
     found before it are still shown, since they often explain the crash."""
     from gradscope.modelfile import user_traceback
-    from gradscope.probes.registration import ForwardPassError
-    from gradscope.probes.registration import check as check_registration
+    from gradscope.registration import ForwardPassError
+    from gradscope.registration import check as check_registration
 
     try:
         return check_registration(model, input_shape=input_shape)
@@ -166,7 +165,7 @@ def _record(shown: str, model: Any, findings: list[Finding]) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any], width: int) -> None:
     """Write ``data`` atomically (a temporary file in the same folder, then a rename)."""
-    from gradscope.reports.record import write_text_atomic
+    from gradscope.records import write_text_atomic
 
     try:
         write_text_atomic(json.dumps(data, indent=2) + "\n", path)
@@ -243,7 +242,8 @@ def _codes(value: str | None) -> list[str] | None:
 @click.pass_context
 def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], script: bool,
         epochs: int, max_steps: int | None, batch_size: int, lr: float, device: str | None,
-        seed: int, data: str, train_size: int | None, test_size: int | None, clip_norm: float | None, clip_value: float | None, out: Path,
+        seed: int, data: str, train_size: int | None, test_size: int | None, clip_norm: float | None,
+        clip_value: float | None, out: Path,
         json_path: Path | None, html_path: Path | None, save: bool, fail_on: str,
         quiet: bool) -> None:
     """Train and diagnose a model, then write a JSON record and an HTML report.
@@ -259,7 +259,8 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     the run crashed or went non-finite; 2 on bad input; 130 when interrupted. A script keeps its
     own exit status.
     """
-    from gradscope.runner import RunOptions, run as run_model, run_script_file, summary_lines
+    from gradscope.runner import RunOptions, run_script_file, summary_lines
+    from gradscope.runner import run as run_model
     from gradscope.script import looks_like_script
 
     width = terminal_width(ctx.terminal_width)
@@ -307,9 +308,10 @@ def bench(ctx: click.Context, file: Path | None, device: str | None, steps: int,
     backward, clip, optimizer, gradscope's own work) with only the timing probe and with the
     default probes, the steps and samples per second, and the overhead ratio of the two.
     """
-    from gradscope.bench import bench as run_bench, format_table
+    from gradscope.bench import bench as run_bench
+    from gradscope.bench import format_table
     from gradscope.modelfile import load_model_file
-    from gradscope.reports.record import write_text_atomic
+    from gradscope.records import write_text_atomic
     from gradscope.runner import default_spec
 
     width = terminal_width(ctx.terminal_width)
@@ -342,7 +344,7 @@ def lint(ctx: click.Context, paths: tuple[Path, ...], json_path: Path | None, se
     `# noqa: GSxxx` comment on a line silences that code there.
     """
     from gradscope.lint import format_line, lint_paths
-    from gradscope.reports.record import write_text_atomic
+    from gradscope.records import write_text_atomic
 
     width = terminal_width(ctx.terminal_width)
     try:
@@ -361,19 +363,49 @@ def lint(ctx: click.Context, paths: tuple[Path, ...], json_path: Path | None, se
     ctx.exit(1 if fails(result.findings, fail_on) or result.errors else 0)
 
 
+def _thresholds(value: str | None, width: int) -> Any:
+    """``--thresholds key=value,key=value`` as a ``Thresholds`` (None when not given)."""
+    if value is None:
+        return None
+    from gradscope.thresholds import Thresholds
+
+    pairs: dict[str, str] = {}
+    for item in value.split(","):
+        key, sep, raw = item.strip().partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--thresholds {value!r}: expected key=value pairs separated by commas, such "
+                           f"as exploding_norm=1e4,clip_rate=0.95; got {item.strip()!r}", width)
+        pairs[key.strip()] = raw.strip()
+    try:
+        return Thresholds.of(pairs)
+    except GradscopeError as err:
+        raise BadInput(f"--thresholds: {err}", width) from None
+
+
 @main.command()
 @click.argument("record", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the page (default: RECORD with .html).")
+@click.option("--thresholds", default=None, metavar="KEY=VALUE,...",
+              help="Judge the record again with these thresholds (for example "
+                   "exploding_norm=1e4,clip_rate=0.95) before rendering it; the findings the "
+                   "record's evidence cannot support are kept as recorded.")
 @click.pass_context
-def report(ctx: click.Context, record: Path, output: Path | None) -> None:
-    """Render the HTML report of a JSON RECORD written by `gradscope run`."""
+def report(ctx: click.Context, record: Path, output: Path | None, thresholds: str | None) -> None:
+    """Render the HTML report of a JSON RECORD written by `gradscope run` or `scope.report()`."""
+    from gradscope.records import load_record
     from gradscope.reports.html import write_html
-    from gradscope.reports.record import load_record
 
     width = terminal_width(ctx.terminal_width)
+    limits = _thresholds(thresholds, width)
     try:
-        path = write_html(load_record(record), output or record.with_suffix(".html"))
+        run_record = load_record(record)
+        if limits is not None:
+            from gradscope.probes import rejudge
+
+            run_record = rejudge(run_record, limits)
+            click.echo(f"judged again: {summary_line(run_record.findings)}")
+        path = write_html(run_record, output or record.with_suffix(".html"))
     except GradscopeError as err:
         raise BadInput(str(err), width) from None
     click.echo(f"wrote {path}")
@@ -387,8 +419,8 @@ def report(ctx: click.Context, record: Path, output: Path | None) -> None:
 @click.pass_context
 def compare(ctx: click.Context, a: Path, b: Path, output: Path) -> None:
     """Put two runs side by side (findings, norms, curves): did the fix help?"""
+    from gradscope.records import load_record
     from gradscope.reports.compare import write_compare
-    from gradscope.reports.record import load_record
 
     width = terminal_width(ctx.terminal_width)
     try:

@@ -31,7 +31,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import numpy as np
 import torch
@@ -609,7 +609,7 @@ def _parse_spec(spec: object) -> tuple[str, str]:
 
 def _check_shape(input_shape: object) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in input_shape)  # type: ignore[union-attr]
+        shape = tuple(int(s) for s in cast(Iterable[Any], input_shape))
     except (TypeError, ValueError):
         raise GradscopeError(
             f"expected input_shape as a tuple of positive ints such as (1, 28, 28), got {input_shape!r}"

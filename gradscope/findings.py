@@ -17,22 +17,22 @@ class Severity(str, enum.Enum):
     def rank(self) -> int:
         return _RANK[self]
 
-    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+    def __lt__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank < other.rank
 
-    def __le__(self, other: object) -> bool:  # type: ignore[override]
+    def __le__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank <= other.rank
 
-    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+    def __gt__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank > other.rank
 
-    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+    def __ge__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank >= other.rank
@@ -71,14 +71,32 @@ class Finding:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
-        return cls(
-            code=str(data["code"]),
-            severity=Severity(data["severity"]),
-            where=str(data["where"]),
-            message=str(data["message"]),
-            hint=str(data["hint"]),
-        )
+    def from_dict(cls, data: Any, path: str = "finding") -> Finding:
+        """Read a finding from JSON; a missing hint is the catalog's. Raises ``RecordError``
+        naming the field when one is missing or of the wrong type."""
+        from gradscope.errors import RecordError
+
+        fix = "the file was changed by hand or written by another tool; write it again with gradscope"
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{path} should be an object with code, severity, where, message and "
+                              f"hint, got {type(data).__name__}; {fix}")
+        for key in ("code", "where", "message"):
+            if not isinstance(data.get(key), str):
+                raise RecordError(f"{path}.{key} should be a string, got {data.get(key)!r}; {fix}")
+        if data.get("severity") not in ("error", "warning", "info"):
+            raise RecordError(f"{path}.severity should be one of error, warning, info, got "
+                              f"{data.get('severity')!r}; {fix}")
+        hint = data.get("hint")
+        if hint is not None and not isinstance(hint, str):
+            raise RecordError(f"{path}.hint should be a string, got {hint!r}; {fix}")
+        entry = CATALOG.get(data["code"])
+        return cls(code=data["code"], severity=Severity(data["severity"]), where=data["where"],
+                   message=data["message"], hint=hint or (entry.hint if entry else ""))
+
+    from_json = from_dict
+
+    def to_json(self) -> dict[str, str]:
+        return self.to_dict()
 
 
 def _entry(code: str, severity: str, title: str, hint: str) -> CatalogEntry:
@@ -109,15 +127,19 @@ CATALOG: dict[str, CatalogEntry] = {
         _entry("GS202", "warning", "gradient exactly zero at every observed step",
                "Check for dead activations, a zero-initialised layer feeding it, or a masked path."),
         _entry("GS203", "warning", "vanishing gradients",
-               "Use residual connections, normalisation (BatchNorm/LayerNorm), ReLU-family activations, or better init."),
+               "Use residual connections, normalisation (BatchNorm/LayerNorm), ReLU-family activations, or better "
+               "init."),
         _entry("GS204", "warning", "exploding gradients",
-               "Lower the learning rate, add normalisation, or clip with torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)."),
+               "Lower the learning rate, add normalisation, or clip with torch.nn.utils.clip_grad_norm_(params, "
+               "max_norm=1.0)."),
         _entry("GS205", "error", "non-finite (NaN/Inf) gradient",
-               "Look at the named module: log of zero, division by zero, overflow in fp16; lower the lr or use a GradScaler."),
+               "Look at the named module: log of zero, division by zero, overflow in fp16; lower the lr or use a "
+               "GradScaler."),
         _entry("GS206", "error", "non-finite loss or forward output",
                "Inspect the named module's inputs and weights; check the data for NaN and the loss for log(0)."),
         _entry("GS207", "warning", "dead units in a ReLU-family layer",
-               "Lower the learning rate, use LeakyReLU/GELU, or check the initialisation and the bias of the layer before."),
+               "Lower the learning rate, use LeakyReLU/GELU, or check the initialisation and the bias of the layer "
+               "before."),
         _entry("GS208", "info", "update-to-weight ratio far from about 1e-3",
                "Tune the learning rate for this layer (per-parameter-group lr), or check its scale."),
         _entry("GS209", "warning", "training is not learning",
@@ -126,9 +148,11 @@ CATALOG: dict[str, CatalogEntry] = {
         _entry("GS301", "warning", "frozen parameters handed to the optimizer",
                "Build the optimizer from [p for p in model.parameters() if p.requires_grad]."),
         _entry("GS302", "error", "frozen parameter changed during training",
-               "Keep frozen parameters out of the optimizer (weight decay and momentum still move them) and zero_grad(set_to_none=True)."),
+               "Keep frozen parameters out of the optimizer (weight decay and momentum still move them) and "
+               "zero_grad(set_to_none=True)."),
         _entry("GS303", "error", "trainable parameter in no optimizer param group",
-               "Build the optimizer after replacing layers, or add the new parameters with optimizer.add_param_group()."),
+               "Build the optimizer after replacing layers, or add the new parameters with "
+               "optimizer.add_param_group()."),
         _entry("GS304", "warning", "frozen submodule with BatchNorm in train mode",
                "Call .eval() on the frozen submodule after model.train(), or freeze BatchNorm statistics explicitly."),
         _entry("GS305", "warning", "parameter in the optimizer with gradients that never changed",
@@ -179,6 +203,23 @@ CATALOG: dict[str, CatalogEntry] = {
                "Fine when intended (gradient scaling, masking); make sure it is."),
     ]
 }
+
+
+def register_code(code: str, severity: str | Severity, title: str, hint: str) -> CatalogEntry:
+    """Add a code for a user-defined probe's findings. ``GS`` codes are gradscope's own: choose
+    another prefix (a team's initials, ``"ACME01"``). Registering the same code again with the same
+    text is allowed (a module imported twice); a different text is an error."""
+    from gradscope.errors import GradscopeError
+
+    if not isinstance(code, str) or not code or code.upper().startswith("GS"):
+        raise GradscopeError(f"register_code({code!r}): codes starting with GS are gradscope's own; "
+                             "choose another prefix, such as 'ACME01'")
+    entry = CatalogEntry(code, Severity(severity), title, hint)
+    known = CATALOG.get(code)
+    if known is not None and known != entry:
+        raise GradscopeError(f"register_code({code!r}): the code is already registered as {known}")
+    CATALOG[code] = entry
+    return entry
 
 
 def finding(code: str, where: str, message: str, hint: str | None = None,

@@ -17,16 +17,16 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from gradscope.errors import GradscopeError
 from gradscope.findings import Finding, finding
+from gradscope.records import Curves, RunStatus, TimingRecord
 from gradscope.scope import Scope, watch
 
-Status = Literal["completed", "crashed", "interrupted", "nonfinite"]
 PROBABILITY_LOSSES = (nn.CrossEntropyLoss,)
 LOG_PROBABILITY_LOSSES = (nn.NLLLoss,)
 LOGIT_BINARY_LOSSES = (nn.BCEWithLogitsLoss,)
@@ -61,29 +61,13 @@ class FitOptions:
 
 
 @dataclass
-class Curves:
-    """Per-epoch loss and accuracy; epoch -1 is the evaluation before training."""
-
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float | None] = field(default_factory=list)
-    train_accuracy_percent: list[float | None] = field(default_factory=list)
-    test_loss: list[float | None] = field(default_factory=list)
-    test_accuracy_percent: list[float | None] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        return {"epoch": self.epoch, "train_loss": self.train_loss,
-                "train_accuracy_percent": self.train_accuracy_percent,
-                "test_loss": self.test_loss, "test_accuracy_percent": self.test_accuracy_percent}
-
-
-@dataclass
 class FitResult:
     """What a training run produced, also when it stopped early."""
 
     curves: Curves
     scope: Scope
     findings: list[Finding]             # the loop's own findings (GS501, GS502, GS506, GS209)
-    status: Status = "completed"
+    status: RunStatus = "completed"
     error: str | None = None
     steps: int = 0
     checkpoints: list[str] = field(default_factory=list)
@@ -92,7 +76,7 @@ class FitResult:
 class _Stop(Exception):
     """Ends the loop early with a status (non-finite loss)."""
 
-    def __init__(self, status: Status, message: str) -> None:
+    def __init__(self, status: RunStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
 
@@ -341,11 +325,11 @@ def pinning_finding(loader: Any, device: torch.device) -> Finding | None:
 
 def _add_pinning_evidence(findings: list[Finding], scope: Scope) -> None:
     """Give GS506 the measured cost of the copies it is about, when timings exist."""
-    summary = scope.timing.summary() if scope.timing in scope.probes else {}
-    phases = summary.get("phases") or {}
-    if not phases or not phases["step"]["median_ms"]:
+    timing = scope.records.get(TimingRecord.probe)
+    summary = timing.summary if isinstance(timing, TimingRecord) else None
+    if summary is None or "step" not in summary.phases or not summary.phases["step"].median_ms:
         return
-    h2d, step = phases["h2d"]["median_ms"], phases["step"]["median_ms"]
+    h2d, step = summary.phases["h2d"].median_ms, summary.phases["step"].median_ms
     for i, f in enumerate(findings):
         if f.code == "GS506":
             findings[i] = dataclasses.replace(
@@ -382,7 +366,7 @@ def _num_classes(model: nn.Module, loader: Iterable[Any]) -> int | None:
 
 
 def not_learning(curves: Curves, scope: Scope, loss_fn: Any, num_classes: int | None,
-                 status: Status) -> list[Finding]:
+                 status: RunStatus) -> list[Finding]:
     """GS209: the loss did not fall, or test accuracy stayed near chance; names the suspects."""
     if status != "completed":
         return []

@@ -21,11 +21,9 @@ import inspect
 import itertools
 import math
 import numbers
-import reprlib
 import re
-import site
+import reprlib
 import sys
-import sysconfig
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +34,13 @@ from torch import nn
 
 from gradscope.errors import ModelFileError
 from gradscope.findings import Finding
-from gradscope.probes.registration import build_error_finding
+from gradscope.frames import frame_kind, library_name
+from gradscope.registration.forensics import build_error_finding
 
 LOOKED_FOR = ("a function `build_model()` that returns the model, a module-level `model` "
               "(an nn.Module instance), or an nn.Module subclass defined in the file whose "
               "constructor takes no arguments")
 
-_GRADSCOPE_DIR = Path(__file__).resolve().parent
 _MODULE_NUMBERS = itertools.count()
 _REPR = reprlib.Repr()
 _REPR.maxstring = 60
@@ -227,38 +225,6 @@ def _user_code(file: Path, argv: list[str] | None = None) -> Iterator[None]:
 
 # --- explaining a failure with the user's frames only ------------------------------------------------
 
-def _library_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
-    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
-    roots.add(site.getusersitepackages())
-    return tuple(str(Path(root).resolve()) for root in roots if root)
-
-
-def _frame_kind(filename: str, roots: tuple[str, ...]) -> str:
-    """``"ours"`` (gradscope or the import machinery), ``"library"`` or ``"user"``."""
-    if filename.startswith("<frozen ") or filename.startswith("<string"):
-        return "ours"
-    try:
-        resolved = Path(filename).resolve()
-    except (OSError, ValueError):
-        return "user"
-    if resolved.is_relative_to(_GRADSCOPE_DIR):
-        return "ours"
-    if any(resolved.is_relative_to(root) for root in roots):
-        return "library"
-    return "user"
-
-
-def _library_name(filename: str, roots: tuple[str, ...]) -> str:
-    resolved = Path(filename).resolve()
-    for root in sorted(roots, key=len, reverse=True):
-        if resolved.is_relative_to(root):
-            first = resolved.relative_to(root).parts[0]
-            return first.removesuffix(".py")
-    return resolved.stem
-
-
 def user_traceback(exc: BaseException) -> list[str]:
     """The frames of ``exc`` in the user's own files, formatted as ``traceback`` does.
 
@@ -266,16 +232,15 @@ def user_traceback(exc: BaseException) -> list[str]:
     (torch, the standard library) are dropped too, and those below the user's last frame are
     summarised in one line naming the libraries.
     """
-    roots = _library_roots()
     frames = traceback.extract_tb(exc.__traceback__)
-    kinds = [_frame_kind(frame.filename, roots) for frame in frames]
+    kinds = [frame_kind(frame.filename) for frame in frames]
     user = [frame for frame, kind in zip(frames, kinds) if kind == "user"]
     last_user = max((i for i, kind in enumerate(kinds) if kind == "user"), default=-1)
     below = [frame for frame, kind in zip(frames[last_user + 1:], kinds[last_user + 1:])
-             if kind == "library"]
+             if kind in ("library", "torch")]
     lines = traceback.StackSummary.from_list(user).format()
     if below:
-        names = sorted({_library_name(frame.filename, roots) for frame in below})
+        names = sorted({library_name(frame.filename) for frame in below})
         plural = "frame" if len(below) == 1 else "frames"
         lines.append(f"  ... {len(below)} more {plural} inside installed libraries "
                      f"({', '.join(names)})\n")
@@ -406,8 +371,8 @@ def _input_shape(value: object, shown: str) -> tuple[int, ...] | None:
     if value is None:
         return None
     if (isinstance(value, (tuple, list)) and value
-            and all(_is_int(d) and int(d) > 0 for d in value)):  # type: ignore[call-overload]
-        return tuple(int(d) for d in value)  # type: ignore[call-overload]
+            and all(_is_int(d) and int(d) > 0 for d in value)):
+        return tuple(int(d) for d in value)
     raise ModelFileError(
         f"`input_shape` in {shown} must be the shape of one sample, without the batch dimension, "
         f"as a tuple of positive ints: for example `input_shape = (1, 28, 28)` for 28x28 "
@@ -496,7 +461,7 @@ def _build_optimizer(value: object,
             + _OPTIMIZER_EXAMPLE.format(name="Adam")) from None
     except ValueError:
         pass  # a builtin without a readable signature: trust it
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _build_loaders(value: object,
@@ -513,4 +478,4 @@ def _build_loaders(value: object,
             f"build_loaders() in {shown} needs the arguments {_names(needed)}, expected a "
             f"function that takes none and returns (train_loader, test_loader): give them "
             f"defaults or set them inside it")
-    return value  # type: ignore[return-value]
+    return value

@@ -49,13 +49,14 @@ def combine_norms(norms: torch.Tensor, membership: torch.Tensor) -> torch.Tensor
     return (norms.double().square() @ membership).sqrt()
 
 
-def clip_coefficient(total: torch.Tensor, max_norm: float) -> torch.Tensor:
-    """The factor ``clip_grad_norm_`` scales gradients by (1.0 when it does not act)."""
+def clip_coefficient(total: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
+    """The factor ``clip_grad_norm_`` scales gradients by (1.0 when it does not act), with the
+    same ``1e-6`` PyTorch adds to the total."""
     return torch.clamp(max_norm / (total + 1e-6), max=1.0)
 
 
 def update_ratio(delta_norm: torch.Tensor, weight_norm: torch.Tensor) -> torch.Tensor:
-    """``||dw|| / ||w||`` per part; 0/0 (an all-zero weight that did not move) gives 0."""
-    return torch.where(weight_norm > 0, delta_norm / weight_norm.clamp_min(1e-30),
-                       torch.where(delta_norm > 0, torch.full_like(delta_norm, float("inf")),
-                                   torch.zeros_like(delta_norm)))
+    """``||dw|| / ||w||`` per part; NaN where ``||w||`` is 0 (a ratio to nothing is undefined:
+    a zero-initialised layer that starts to move has no relative update size)."""
+    return torch.where(weight_norm > 0, delta_norm / weight_norm.clamp_min(1e-300),
+                       torch.full_like(delta_norm, float("nan")))

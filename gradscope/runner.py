@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 from gradscope import __version__
 from gradscope.errors import ModelFileError
 from gradscope.findings import Finding, fails, sort_findings
-from gradscope.loop import FitOptions, FitResult, fit, pick_device
+from gradscope.loop import FitOptions, fit, pick_device
 from gradscope.modelfile import ModelFindingError, ModelSpec, build, load_model_file
-from gradscope.reports.record import write_record
+from gradscope.records import Environment, Registration, RunInfo, RunRecord, WatchedModel, write_record
 
 NOTES_INPUT_SHAPE = (1, 28, 28)
 NOTES_CLASSES = 10
@@ -82,7 +82,7 @@ class RunOptions:
 class RunOutcome:
     """What a run left behind and how the command should exit."""
 
-    record: dict[str, Any]
+    record: RunRecord
     json_path: Path
     html_path: Path | None
     findings: list[Finding]
@@ -104,14 +104,14 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def environment() -> dict[str, Any]:
+def environment() -> Environment:
     """Versions and the machine, for the report's environment section."""
     import torchvision
 
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"gradscope": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "platform": platform.platform(),
-            "cuda": cuda, "threads": torch.get_num_threads()}
+    return Environment(gradscope=__version__, python=platform.python_version(), torch=torch.__version__,
+                       torchvision=torchvision.__version__, platform=platform.platform(), cuda=cuda,
+                       threads=torch.get_num_threads())
 
 
 def _loaders(spec: ModelSpec, options: RunOptions, device: torch.device,
@@ -151,11 +151,11 @@ def _lint(path: Path | None) -> list[Finding]:
     return list(lint_paths([path]).findings)
 
 
-def _registration(model: nn.Module, spec: ModelSpec) -> tuple[list[Finding], list[dict[str, Any]], str | None]:
+def _registration(model: nn.Module, spec: ModelSpec) -> tuple[list[Finding], Registration, str | None]:
     """Registration findings, the module tree, and the error when the check's forward failed."""
-    from gradscope.probes.registration import ForwardPassError, check, registration_tree
+    from gradscope.registration import ForwardPassError, check, registration_tree
 
-    tree = registration_tree(model)
+    tree = Registration(tree=registration_tree(model))
     try:
         return check(model, input_shape=spec.input_shape), tree, None
     except ForwardPassError as err:
@@ -178,43 +178,43 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
     lint_findings = _lint(options.file)
     device = pick_device(options.device)
     generator = seed_everything(options.seed)
-    record: dict[str, Any] = {
-        "run": {"command": options.command, "file": str(spec.path), "status": "completed",
-                "options": _jsonable(asdict(options)), "device": str(device)},
-        "environment": environment(),
-        "lint": [f.to_dict() for f in lint_findings],
-    }
+    info = RunInfo(command=options.command, file=str(spec.path), mode="model",
+                   options=_jsonable(asdict(options)), device=str(device))
+    record = RunRecord(gradscope_version=__version__, torch_version=torch.__version__, run=info,
+                       environment=environment(), lint=lint_findings)
     findings: list[Finding] = list(lint_findings)
+
+    def crashed(error: str) -> RunOutcome:
+        done = dataclasses.replace(record, run=dataclasses.replace(record.run or info, status="crashed",
+                                                                   error=error))
+        return _finish(done, findings, options, json_path, html_path, say)
+
     try:
         model = build(spec)
     except ModelFindingError as exc:
         findings.append(exc.finding)
-        record["run"].update(status="crashed", error=str(exc))
-        return _finish(record, findings, options, json_path, html_path, say)
+        return crashed(str(exc))
     reg_findings, tree, forward_error = _registration(model, spec)
     findings += reg_findings
-    record["registration"] = {"tree": tree}
+    record = dataclasses.replace(record, registration=tree)
     if forward_error is not None:
-        record["run"].update(status="crashed", error=forward_error)
-        return _finish(record, findings, options, json_path, html_path, say)
+        return crashed(forward_error)
     train, test, data_text = _loaders(spec, options, device, generator)
-    record["run"]["data"] = data_text
+    info = dataclasses.replace(info, data=data_text)
+    record = dataclasses.replace(record, run=info)
     if not any(p.requires_grad for p in model.parameters()):
         culprit = next((f for f in findings if f.code in ("GS101", "GS102")), None)
-        record["run"].update(status="crashed", error=(
+        return crashed(
             f"{type(model).__name__} has no trainable parameters, so there is nothing to train"
             + (f": {culprit.where} holds its layers where PyTorch cannot see them ({culprit.code})."
-               if culprit else ": every parameter is frozen (requires_grad=False).")))
-        return _finish(record, findings, options, json_path, html_path, say)
+               if culprit else ": every parameter is frozen (requires_grad=False)."))
     try:
         optimizer = (spec.build_optimizer(model.to(device)) if spec.build_optimizer is not None
                      else None)
     except Exception as exc:
         from gradscope.modelfile import describe_failure
 
-        record["run"].update(status="crashed", error=describe_failure(
-            f"build_optimizer(model) in {spec.path} failed", exc))
-        return _finish(record, findings, options, json_path, html_path, say)
+        return crashed(describe_failure(f"build_optimizer(model) in {spec.path} failed", exc))
     clip = spec.clip or {}
     fit_options = FitOptions(
         epochs=options.epochs, max_steps=options.max_steps, lr=options.lr,
@@ -226,25 +226,19 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
         + (f", at most {options.max_steps} steps" if options.max_steps else ""))
     result = fit(model, train, test, optimizer=optimizer, loss_fn=spec.loss_fn, device=device,
                  options=fit_options)
-    record.update(_scope_record(result))
-    record["run"].update(status=result.status, steps=result.steps, checkpoints=result.checkpoints)
-    if result.error:
-        record["run"]["error"] = result.error
-    findings += result.findings + result.scope.findings
+    scoped = result.scope.to_record()
+    findings += result.findings + scoped.findings
+    info = dataclasses.replace(info, status=result.status, steps=result.steps, checkpoints=result.checkpoints,
+                               error=result.error)
+    record = dataclasses.replace(scoped, run=info, environment=record.environment, lint=lint_findings,
+                                 registration=tree, curves=result.curves)
     return _finish(record, findings, options, json_path, html_path, say)
 
 
-def _scope_record(result: FitResult) -> dict[str, Any]:
-    scoped = result.scope.to_record()
-    scoped.pop("findings", None)
-    scoped["curves"] = result.curves.to_dict()
-    return scoped
-
-
-def _finish(record: dict[str, Any], findings: list[Finding], options: RunOptions, json_path: Path,
+def _finish(record: RunRecord, findings: list[Finding], options: RunOptions, json_path: Path,
             html_path: Path, say: Callable[[str], None]) -> RunOutcome:
     ordered = sort_findings(findings)
-    record["findings"] = [f.to_dict() for f in ordered]
+    record = dataclasses.replace(record, findings=ordered)
     write_record(record, json_path)
     written_html: Path | None = html_path
     messages: list[str] = []
@@ -259,7 +253,7 @@ def _finish(record: dict[str, Any], findings: list[Finding], options: RunOptions
             written_html = None
             messages.append(f"the HTML report could not be written ({type(exc).__name__}: {exc}); "
                             f"the JSON record is complete: gradscope report {json_path}")
-    status = record["run"]["status"]
+    status = record.status
     if status == "exited":
         code = 1
     elif status == "interrupted":
@@ -284,15 +278,16 @@ def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
     """The short text ``gradscope run`` prints: status, accuracy, top findings with hints, paths."""
     rec = outcome.record
     lines: list[str] = []
-    run_info = rec.get("run", {})
+    info = rec.run
     if outcome.status != "completed":
-        lines.append(f"run {outcome.status}: {run_info.get('error', '')}".rstrip(": "))
-    curves = rec.get("curves") or {}
-    acc = [a for a in curves.get("test_accuracy_percent", []) if a is not None]
-    loss = [x for x in curves.get("test_loss", []) if x is not None]
-    if acc:
-        lines.append(f"test accuracy {acc[-1]:.2f}% (test loss {loss[-1]:.4g}) after "
-                     f"{run_info.get('steps', rec.get('steps', 0))} steps")
+        lines.append(f"run {outcome.status}: {info.error if info and info.error else ''}".rstrip(": "))
+    curves = rec.curves
+    if curves is not None:
+        acc, loss = curves.last(curves.test_accuracy_percent), curves.last(curves.test_loss)
+        if acc is not None:
+            steps = info.steps if info and info.steps is not None else rec.steps
+            lines.append(f"test accuracy {acc:.2f}%" + (f" (test loss {loss:.4g})" if loss is not None else "")
+                         + f" after {steps} steps")
     counts = {s: sum(1 for f in outcome.findings if f.severity.value == s) for s in ("error", "warning", "info")}
     lines.append(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
     for f in outcome.findings[:top]:
@@ -305,13 +300,6 @@ def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
         lines.append(f"report: {outcome.html_path}")
     lines += outcome.messages
     return lines
-
-
-def _watched_record(w: Any) -> dict[str, Any]:
-    rec = w.scope.to_record()
-    rec["name"] = w.label
-    rec["optimizers"] = w.optimizers + w.late_optimizers
-    return rec
 
 
 def run_script_file(path: Path, args: list[str], options: RunOptions, *,
@@ -328,30 +316,26 @@ def run_script_file(path: Path, args: list[str], options: RunOptions, *,
     lint_findings = _lint(path)
     watcher = ScriptWatcher(say=say)
     result = run_script(path, args, watcher)
-    record: dict[str, Any] = {
-        "run": {"command": options.command, "file": str(path), "mode": "script", "arguments": args,
-                "status": result.status, "exit_code": result.exit_code},
-        "environment": environment(),
-        "lint": [f.to_dict() for f in lint_findings],
-    }
-    if result.error:
-        record["run"]["error"] = result.error
+    info = RunInfo(command=options.command, file=str(path), mode="script", arguments=list(args),
+                   status=result.status, exit_code=result.exit_code, error=result.error)
     findings: list[Finding] = list(lint_findings)
-    models = [_watched_record(w) for w in result.watched]
-    several = len(models) > 1
-    for w in result.watched:
-        for f in w.scope.findings:
+    several = len(result.watched) > 1
+    models: list[WatchedModel] = []
+    record = RunRecord(gradscope_version=__version__, torch_version=torch.__version__)
+    for i, w in enumerate(result.watched):
+        scoped = w.scope.to_record()
+        if i == 0:
+            record = scoped
+        for f in scoped.findings:
             findings.append(dataclasses.replace(f, where=f"{w.label}: {f.where}") if several else f)
-    if models:
-        main = dict(models[0])
-        main.pop("findings", None)
-        record.update({k: v for k, v in main.items() if k not in ("name", "optimizers")})
-        record["models"] = [{"name": m["name"], "class": m["model"]["class"], "optimizers": m["optimizers"],
-                             "model": m["model"], "steps": m["steps"], "findings": m["findings"],
-                             "probes": m["probes"]} for m in models]
-    else:
+        if scoped.model is not None:
+            models.append(WatchedModel(name=w.label, model=scoped.model, optimizers=w.optimizers + w.late_optimizers,
+                                       steps=scoped.steps, findings=scoped.findings, probes=scoped.probes))
+    if not result.watched:
         say("gradscope: the script trained no model that gradscope could see (no module with "
             "trainable parameters was called)")
+    record = dataclasses.replace(record, run=info, environment=environment(), lint=lint_findings,
+                                 models=models if several else [])
     outcome = _finish(record, findings, options, json_path, html_path, say)
     outcome.exit_code = result.exit_code
     if result.exit_code == 0 and fail_on_explicit and fails(outcome.findings, options.fail_on):

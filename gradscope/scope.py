@@ -22,32 +22,26 @@ import time
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Collection, Iterator, Literal, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.autograd import Variable
 from torch.utils.hooks import RemovableHandle
 
+from gradscope import __version__
 from gradscope.errors import GradscopeError
-from gradscope.findings import Finding, sort_findings
-from gradscope.probes.activations import ActivationProbe, TensorProbe
-from gradscope.probes.base import Probe, RunState
-from gradscope.probes.clipping import ClipProbe
-from gradscope.probes.deadunits import DeadUnitProbe
-from gradscope.probes.freeze import FreezeProbe, format_freeze_table
-from gradscope.probes.gradnorm import GradNormProbe
-from gradscope.probes.hooks import HookProbe
-from gradscope.probes.mode import ModeProbe
-from gradscope.probes.nonfinite import NonFiniteProbe
-from gradscope.probes.timing import TimingProbe
-from gradscope.probes.update import UpdateRatioProbe
-from gradscope.probes.zerograd import ZeroGradProbe
-from gradscope.reports.record import SCHEMA, VERSION, write_record
+from gradscope.findings import Finding
+from gradscope.probes import DEFAULT_PROBES, PROBE_NAMES, judge_run
+from gradscope.probes.base import ActivationSpec, Probe, RunState, StepOn, WatchOptions
+from gradscope.probes.freeze import FreezeProbe
+from gradscope.probes.tensor_grad import TensorProbe
+from gradscope.records import ModelInfo, ProbeRecord, RunRecord, write_record
+from gradscope.textreport import format_freeze_table
 from gradscope.thresholds import Thresholds
 
-StepOn = Literal["auto", "optimizer", "backward", "manual"]
-ActivationSpec = Literal["all"] | Sequence[str | type] | None
+ProbeSpec = str | Probe
+
 
 def _check_model(model: object) -> nn.Module:
     if isinstance(model, type) and issubclass(model, nn.Module):
@@ -62,7 +56,7 @@ def _check_model(model: object) -> nn.Module:
 def _check_optimizers(optimizer: object) -> list[torch.optim.Optimizer]:
     if optimizer is None:
         return []
-    items = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    items: list[Any] = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     for item in items:
         if isinstance(item, type):
             raise GradscopeError(
@@ -104,15 +98,50 @@ def _graph_task_id() -> int:
     return current() if current is not None else -2
 
 
-PROBE_NAMES = ("timing", "grad_norm", "nonfinite", "tensor_grad", "hooks", "freeze", "clipping", "mode",
-               "zero_grad", "activation_grad", "dead_units", "update_ratio")
-
-
-def _select(available: list[Probe], wanted: Collection[str]) -> list[Probe]:
-    unknown = sorted(set(wanted) - set(PROBE_NAMES))
-    if unknown:
-        raise GradscopeError(f"probes={unknown} are not probes: choose from {list(PROBE_NAMES)}")
-    return [p for p in available if p.name in wanted]
+def build_probes(options: WatchOptions, has_optimizer: bool,
+                 wanted: Sequence[ProbeSpec] | None) -> list[Probe]:
+    """The probes of a scope: the defaults, or those named in ``wanted`` (built-in names,
+    ``"default"`` for all the defaults, and probe instances, used as they are)."""
+    if wanted is None:
+        wanted = ["default"]
+    if isinstance(wanted, (str, Probe)):
+        wanted = [wanted]
+    names: list[str] = []
+    extra: list[Probe] = []
+    for item in wanted:
+        if isinstance(item, Probe):
+            if not item.name:
+                raise GradscopeError(f"probes=[{type(item).__name__}()]: a probe class needs a `name`")
+            extra.append(item)
+        elif isinstance(item, type) and issubclass(item, Probe):
+            raise GradscopeError(f"probes= got the class `{item.__name__}`, expected an instance: "
+                                 f"`{item.__name__}()`")
+        elif item == "default":
+            names += [n for n in PROBE_NAMES if n not in names]
+        elif isinstance(item, str) and item in PROBE_NAMES:
+            names.append(item)
+        else:
+            raise GradscopeError(f"probes={[item]} is not a probe: choose from {list(PROBE_NAMES)} or "
+                                 "'default', or pass a Probe instance")
+    explicit = [i for i in wanted if isinstance(i, str) and i != "default"]
+    out: list[Probe] = []
+    for kind in DEFAULT_PROBES:
+        if kind.name not in names:
+            continue
+        probe = kind.build(options, has_optimizer)
+        if probe is None and kind.name in explicit:
+            why = ("needs activations=... (\"all\", or module names or classes)" if kind.name == "activation_grad"
+                   else "needs an optimizer" if kind.name == "update_ratio" else "is turned off by its option")
+            raise GradscopeError(f"probes=[{kind.name!r}] {why}")
+        if probe is not None:
+            out.append(probe)
+    taken = {p.name for p in out}
+    for probe in extra:
+        if probe.name in taken:
+            raise GradscopeError(f"probes= has two probes named {probe.name!r}; each name can be used once")
+        taken.add(probe.name)
+        out.append(probe)
+    return out
 
 
 class Scope:
@@ -131,7 +160,7 @@ class Scope:
         dead_units_every: int = 10,
         update_ratio_every: int = 50,
         thresholds: Thresholds | Mapping[str, Any] | None = None,
-        probes: Collection[str] | None = None,
+        probes: Sequence[ProbeSpec] | None = None,
     ) -> None:
         self.model = _check_model(model)
         self.optimizers = _check_optimizers(optimizer)
@@ -143,36 +172,24 @@ class Scope:
         if step_on == "auto":
             step_on = "optimizer" if self.optimizers else "backward"
         self.step_on: StepOn = step_on
-        if flush_every < 1 or max_kept_steps < 2:
-            raise GradscopeError(
-                f"flush_every must be >= 1 and max_kept_steps >= 2, got {flush_every} and {max_kept_steps}")
+        for label, value, least in (("flush_every", flush_every, 1), ("max_kept_steps", max_kept_steps, 2),
+                                    ("dead_units_every", dead_units_every, 0),
+                                    ("update_ratio_every", update_ratio_every, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise GradscopeError(f"{label} must be an integer >= {least}, got {value!r}")
+        self.options = WatchOptions(
+            activations=activations, step_on=step_on, flush_every=flush_every,
+            max_kept_steps=max_kept_steps, strict=strict, dead_units_every=dead_units_every,
+            update_ratio_every=update_ratio_every, thresholds=Thresholds.of(thresholds))
         names, params = _trainable(self.model)
         root = type(self.model).__name__
         layer_names, owner = _layers(names, root)
         self.run = RunState(
-            model=self.model, optimizers=self.optimizers, flush_every=flush_every,
-            max_kept_steps=max_kept_steps, thresholds=Thresholds.of(thresholds), strict=strict,
-            root_name=root,
+            model=self.model, optimizers=self.optimizers, options=self.options, root_name=root,
             module_names={id(m): n for n, m in self.model.named_modules(remove_duplicate=False)},
             param_names=names, params=params, param_layer=owner, layer_names=layer_names)
-        self.grad_norm = GradNormProbe()
-        self.nonfinite = NonFiniteProbe(self.grad_norm)
-        self.tensors = TensorProbe()
-        self.freeze = FreezeProbe(had_grad=self._had_grad)
-        self.clipping = ClipProbe(layer_norms=self.grad_norm.layer_shares)
-        self.timing = TimingProbe()
-        # timing first: its forward hooks then bracket the model alone, not the other probes
-        self.probes: list[Probe] = [self.timing, self.grad_norm, self.nonfinite, self.tensors,
-                                    HookProbe(), self.freeze, self.clipping, ModeProbe(),
-                                    ZeroGradProbe()]
-        if activations is not None:
-            self.probes.append(ActivationProbe(activations))
-        if dead_units_every > 0:
-            self.probes.append(DeadUnitProbe(dead_units_every))
-        if update_ratio_every > 0 and self.optimizers:
-            self.probes.append(UpdateRatioProbe(update_ratio_every))
-        if probes is not None:
-            self.probes = _select(self.probes, probes)
+        self.probes: list[Probe] = build_probes(self.options, bool(self.optimizers), probes)
+        self.run.probes = {p.name: p for p in self.probes}
         self._handles: list[RemovableHandle] = []
         self._queued_task: int | None = None  # graph task whose end callback is queued
         self._recording_order = True
@@ -292,12 +309,13 @@ class Scope:
     def _end_step(self) -> None:
         started = time.perf_counter_ns()
         run = self.run
+        timing = run.probes.get("timing")
         for probe in self.probes:
-            if probe is not self.timing:
+            if probe is not timing:
                 probe.on_step_end()
         run.overhead_ns += time.perf_counter_ns() - started
-        if self.timing in self.probes:
-            self.timing.on_step_end()  # last, so the step's own overhead is counted in it
+        if timing is not None:
+            timing.on_step_end()  # last, so the step's own overhead is counted in it
         run.step += 1
         run.backwards_in_step = 0
         if run.step - run.flushed_until >= run.flush_every:
@@ -323,31 +341,38 @@ class Scope:
             self.run.emit(f"{name}_end")
 
     # ---- activation gradients on request ---------------------------------------------------------
+    def _tensors(self, what: str) -> TensorProbe:
+        probe = self.run.probes.get(TensorProbe.name)
+        if not isinstance(probe, TensorProbe):
+            raise GradscopeError(f"scope.{what}() needs the tensor_grad probe, which this scope leaves "
+                                 "out: add \"tensor_grad\" to watch(probes=[...])")
+        return probe
+
     def probe(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
         """Record the gradient of ``tensor`` (norm, max |g|) through ``Tensor.register_hook``.
 
         Call it every step on the fresh tensor; returns the tensor so it can wrap an expression.
         """
-        self.tensors.probe(tensor, name)
+        self._tensors("probe").probe(tensor, name)
         return tensor
 
     def retain(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
         """Keep ``tensor.grad`` with ``retain_grad()`` and record its statistics after backward."""
-        self.tensors.retain(tensor, name)
+        self._tensors("retain").retain(tensor, name)
         return tensor
 
     # ---- results -------------------------------------------------------------------------------
-    def _had_grad(self, name: str) -> bool:
-        if self.grad_norm not in self.probes:
-            return True  # unknown without the grad-norm probe: assume it did
-        names = self.run.param_names
-        return name in names and self.grad_norm.had_grad[names.index(name)]
+    def get_probe(self, name: str) -> Probe | None:
+        """This scope's probe called ``name``, if it has one."""
+        return self.run.probes.get(name)
 
     def freeze_table(self) -> str:
         """Per module: trainable and frozen counts, optimizer coverage, lr, and what changed."""
         if not self._closed:
             self._flush()
-        return format_freeze_table(self.freeze.table())
+        probe = self.run.probes.get(FreezeProbe.name)
+        rows = probe.table() if isinstance(probe, FreezeProbe) else []
+        return format_freeze_table(rows)
 
     @property
     def steps(self) -> int:
@@ -357,39 +382,41 @@ class Scope:
     @property
     def findings(self) -> list[Finding]:
         """Every probe's findings, most severe first (computed once the scope is closed)."""
-        if not self._closed:
-            self._flush()
-            return sort_findings(f for p in self.probes for f in p.findings())
-        if self._findings is None:
-            self._findings = sort_findings(f for p in self.probes for f in p.findings())
-        return self._findings
+        if self._closed and self._findings is not None:
+            return self._findings
+        found = judge_run(self._record_without_findings(), self.options.thresholds)
+        if self._closed:
+            self._findings = found
+        return found
 
     @property
-    def records(self) -> dict[str, Any]:
-        """Step-keyed statistics of every probe, by probe name (JSON-ready)."""
+    def records(self) -> dict[str, ProbeRecord]:
+        """What each probe captured, by probe name (probes with nothing to say are left out)."""
         if not self._closed:
             self._flush()
-        records = {p.name: p.record() for p in self.probes}
-        return {name: r for name, r in records.items() if r}
+        out: dict[str, ProbeRecord] = {}
+        for p in self.probes:
+            rec = p.record()
+            if rec is not None:
+                out[p.name] = rec
+        return out
 
-    def to_record(self) -> dict[str, Any]:
-        """The JSON record of this run: findings, captured statistics, and what was watched."""
+    def _record_without_findings(self) -> RunRecord:
         run = self.run
         n_all = sum(p.numel() for p in self.model.parameters())
         n_train = sum(p.numel() for p in run.params)
-        return {
-            "schema": SCHEMA,
-            "version": VERSION,
-            "torch_version": torch.__version__,
-            "model": {"class": run.root_name, "parameters": n_all, "trainable": n_train,
-                      "device": str(run.params[0].device) if run.params else "cpu"},
-            "steps": run.step,
-            "backwards": run.backwards,
-            "step_on": self.step_on,
-            "thresholds": dataclasses.asdict(run.thresholds),
-            "findings": [f.to_dict() for f in self.findings],
-            "probes": self.records,
-        }
+        return RunRecord(
+            gradscope_version=__version__, torch_version=torch.__version__,
+            model=ModelInfo(class_name=run.root_name, parameters=n_all, trainable=n_train,
+                            device=str(run.params[0].device) if run.params else "cpu"),
+            steps=run.step, backwards=run.backwards, step_on=self.step_on,
+            optimizers=[type(o).__name__ for o in self.optimizers], grad_scaler=bool(run.scalers),
+            thresholds=dataclasses.asdict(self.options.thresholds), probes=self.records)
+
+    def to_record(self) -> RunRecord:
+        """The record of this run: findings, captured statistics, and what was watched."""
+        record = self._record_without_findings()
+        return dataclasses.replace(record, findings=self.findings)
 
     def report(self, path: str | Path) -> Path:
         """Write the JSON record to ``path`` atomically and return the path."""
@@ -399,7 +426,16 @@ class Scope:
 def watch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
-    **options: Any,
+    *,
+    activations: ActivationSpec = None,
+    step_on: StepOn = "auto",
+    flush_every: int = 100,
+    max_kept_steps: int = 2048,
+    strict: bool = False,
+    dead_units_every: int = 10,
+    update_ratio_every: int = 50,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    probes: Sequence[ProbeSpec] | None = None,
 ) -> Scope:
     """Watch a training run: ``with gradscope.watch(model, optimizer) as scope: ...``.
 
@@ -417,6 +453,10 @@ def watch(
             steps' forwards (0 turns it off).
         update_ratio_every: sample ``||dw||/||w||`` every this many steps (0 turns it off).
         thresholds: overrides of ``gradscope.Thresholds`` as a dict.
-        probes: keep only these probes (names in ``gradscope.scope.PROBE_NAMES``); all by default.
+        probes: which probes to attach: built-in names (``gradscope.probes.PROBE_NAMES``),
+            ``"default"`` for all of them, and your own ``Probe`` instances (see docs/probes.md).
+            All built-in probes by default.
     """
-    return Scope(model, optimizer, **options)
+    return Scope(model, optimizer, activations=activations, step_on=step_on, flush_every=flush_every,
+                 max_kept_steps=max_kept_steps, strict=strict, dead_units_every=dead_units_every,
+                 update_ratio_every=update_ratio_every, thresholds=thresholds, probes=probes)

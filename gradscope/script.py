@@ -38,9 +38,9 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from gradscope.errors import ModelFileError
+from gradscope.frames import frame_kind
+from gradscope.records import RunStatus
 from gradscope.scope import Scope
-
-_GRADSCOPE_DIR = Path(__file__).resolve().parent
 
 
 def looks_like_script(path: Path) -> bool:
@@ -172,7 +172,7 @@ class ScriptResult:
     """How the script ended and what was watched."""
 
     exit_code: int
-    status: str                     # "completed", "crashed", "interrupted", "exited"
+    status: RunStatus
     error: str | None
     watched: list[Watched]
 
@@ -180,17 +180,10 @@ class ScriptResult:
 def script_traceback(exc: BaseException) -> str:
     """The traceback Python would print, without gradscope's own frames."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not _is_ours(f.filename)]
+              if frame_kind(f.filename) != "gradscope"]
     return ("Traceback (most recent call last):\n"
             + "".join(traceback.StackSummary.from_list(frames).format())
             + "".join(traceback.format_exception_only(type(exc), exc)))
-
-
-def _is_ours(filename: str) -> bool:
-    try:
-        return Path(filename).resolve().is_relative_to(_GRADSCOPE_DIR)
-    except (OSError, ValueError):
-        return False
 
 
 def run_script(path: Path, args: list[str], watcher: ScriptWatcher) -> ScriptResult:
@@ -215,7 +208,8 @@ def run_script(path: Path, args: list[str], watcher: ScriptWatcher) -> ScriptRes
     sys.argv = [str(path), *args]
     sys.path.insert(0, str(resolved.parent))
     watcher.start()
-    status, code_out, error = "completed", 0, None
+    status: RunStatus = "completed"
+    code_out, error = 0, None
     try:
         exec(code, main.__dict__)
     except SystemExit as exc:

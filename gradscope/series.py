@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gradscope.records.stats import StatsTable
+
 
 @dataclass
 class RunningStats:
@@ -53,19 +55,15 @@ class RunningStats:
     def mean(self) -> torch.Tensor:
         return self.total / self.count.clamp_min(1)
 
-    def to_dict(self, names: list[str]) -> dict[str, dict[str, float | int | None]]:
-        mean = self.mean()
-        out: dict[str, dict[str, float | int | None]] = {}
-        for i, name in enumerate(names):
-            seen = int(self.count[i])
-            out[name] = {
-                "count": seen,
-                "min": float(self.minimum[i]) if seen else None,
-                "max": float(self.maximum[i]) if seen else None,
-                "mean": float(mean[i]) if seen else None,
-                "first_nonfinite_step": self.first_nonfinite_step[i],
-            }
-        return out
+    def table(self) -> StatsTable:
+        """The statistics as a record: one entry per column (NaN where nothing was finite)."""
+        seen = self.count > 0
+        nan = torch.full_like(self.total, float("nan"))
+        return StatsTable(count=self.count.tolist(),
+                          min=torch.where(seen, self.minimum, nan).numpy().copy(),
+                          max=torch.where(seen, self.maximum, nan).numpy().copy(),
+                          mean=torch.where(seen, self.mean(), nan).numpy().copy(),
+                          first_nonfinite_step=list(self.first_nonfinite_step))
 
 
 @dataclass

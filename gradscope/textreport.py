@@ -15,6 +15,7 @@ from typing import Sequence
 import click
 
 from gradscope.findings import Finding, Severity, sort_findings
+from gradscope.records.freeze import FreezeRow
 
 _SEVERITY_WIDTH = len("severity")
 _CODE_WIDTH = len("GS101")
@@ -125,3 +126,15 @@ def wrap_message(text: str, width: int = 80, first_offset: int = 0) -> str:
                                 break_long_words=False)
         out.extend(wrapped or [""])
     return "\n".join(out)
+
+
+def format_freeze_table(rows: Sequence[FreezeRow]) -> str:
+    """The freeze table as aligned text for a terminal (``scope.freeze_table()``)."""
+    header = ("module", "trainable", "frozen", "in optimizer", "lr", "changed")
+    lines = [header]
+    for r in rows:
+        lines.append((printable(r.module), f"{r.trainable:,}", f"{r.frozen:,}",
+                      "all" if not r.not_in_optimizer else ("none" if not r.in_optimizer else "some"),
+                      ",".join(f"{x:g}" for x in r.lr) or "-", f"{r.changed}/{r.tensors}"))
+    widths = [max(len(str(line[c])) for line in lines) for c in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)

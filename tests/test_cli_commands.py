@@ -96,3 +96,40 @@ def test_run_lints_the_file_first_and_keeps_it_in_the_record(tmp_path: Path) -> 
     record = json.loads((tmp_path / "b" / "run.json").read_text())
     assert "GS509" in {f["code"] for f in record["lint"]}
     assert "GS509" in {f["code"] for f in record["findings"]}
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "records_v1"
+
+
+def test_report_judges_a_record_again_with_other_thresholds(tmp_path: Path) -> None:
+    record = FIXTURES / "run_default.json"
+    page = tmp_path / "page.html"
+    as_recorded = invoke("report", str(record), "-o", str(page))
+    assert as_recorded.exit_code == 0, as_recorded.output
+    assert "GS401" in page.read_text(encoding="utf-8")
+    relaxed = invoke("report", str(record), "-o", str(page), "--thresholds", "clip_rate=1.0, update_ratio_low=1e-9")
+    assert relaxed.exit_code == 0, relaxed.output
+    assert "judged again: 0 errors, 0 warnings" in relaxed.output
+    text = page.read_text(encoding="utf-8")
+    assert 'data-code="GS401"' not in text
+
+
+def test_report_thresholds_that_are_wrong_are_bad_input(tmp_path: Path) -> None:
+    record = str(FIXTURES / "run_default.json")
+    for value, said in (("clip_rate", "expected key=value pairs"), ("clip_rat=0.5", "unknown threshold"),
+                        ("clip_rate=high", "expected a float")):
+        result = invoke("report", record, "-o", str(tmp_path / "p.html"), "--thresholds", value)
+        assert result.exit_code == 2, (value, result.output)
+        assert said in result.output and "Traceback" not in result.output
+
+
+def test_help_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gradscope.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False False"

@@ -39,7 +39,7 @@ def test_default_probes_cause_no_host_device_sync_between_flushes() -> None:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert scope.steps == 42
-    assert len(scope.records["grad_norm"]["steps"]) == 42
+    assert len(scope.records["grad_norm"].steps) == 42
 
 
 def test_cuda_norms_match_plain_autograd() -> None:
@@ -55,7 +55,7 @@ def test_cuda_norms_match_plain_autograd() -> None:
         loss.backward()
         expected = [p.grad.norm().item() for p in model.parameters()]
         opt.step()
-    got = scope.records["grad_norm"]["parameter_norms"][0]
+    got = scope.records["grad_norm"].parameter_norms[0].tolist()
     assert got == pytest.approx(expected, rel=1e-5)
     timing = scope.records["timing"]
-    assert timing["clock"] == "cuda events"
+    assert timing.clock == "cuda events"

@@ -31,7 +31,8 @@ def test_scopes_closed_in_either_order_leave_the_clip_functions_as_they_were() -
     assert torch.amp.GradScaler.scale is scale
     a_model(torch.randn(2, 3)).sum().backward()
     torch.nn.utils.clip_grad_norm_(a_model.parameters(), 1.0)
-    assert not a.clipping.calls and not a.clipping.done  # a closed scope records nothing more
+    clipping = a.get_probe("clipping")
+    assert not clipping.calls and not clipping.done  # a closed scope records nothing more
 
 
 def test_a_gan_clipping_each_half_gets_no_clipping_finding() -> None:
@@ -51,7 +52,7 @@ def test_a_gan_clipping_each_half_gets_no_clipping_finding() -> None:
             og.step()
     for scope in (sg, sd):
         assert not codes(scope) & {"GS403", "GS406", "GS407"}, scope.findings
-        assert len(scope.records["clipping"]["calls"]) == 8  # its own model's calls only
+        assert len(scope.records["clipping"].calls) == 8  # its own model's calls only
 
 
 def test_two_optimizers_each_clipped_before_its_own_step() -> None:
@@ -125,7 +126,7 @@ def test_a_backward_that_raises_does_not_stop_the_counting() -> None:
                 continue
             opt.step()
     assert scope.run.backwards == 5
-    assert scope.records["grad_norm"]["steps"] == [0, 1, 2, 3, 4]
+    assert scope.records["grad_norm"].steps == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
@@ -143,7 +144,7 @@ def test_create_graph_backward_keeps_no_graph_alive() -> None:
             opt.step()
             for p in m.parameters():
                 p.grad = None  # break PyTorch's own create_graph cycle, as its warning advises
-        assert not scope.grad_norm.groups[0].buffer.requires_grad
+        assert not scope.get_probe("grad_norm").groups[0].buffer.requires_grad
     del out
     gc.collect()
     assert [r() is None for r in refs[:-1]] == [True] * 5
@@ -205,7 +206,7 @@ def test_a_dict_output_that_starts_with_an_argmax() -> None:
             opt.zero_grad()
             m(torch.randn(4, 3))["logits"].sum().backward()
             opt.step()
-    backward = [row[3] for row in scope.records["timing"]["ms"]]
+    backward = scope.records["timing"].column("backward")
     assert all(ms > 0 for ms in backward)  # the output hook went on the logits
 
 

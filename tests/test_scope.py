@@ -78,9 +78,9 @@ def test_scope_step_with_an_optimizer_clock_explains() -> None:
 
 
 @pytest.mark.parametrize("options,words", [
-    ({"flush_every": 0}, "flush_every must be >= 1"),
-    ({"max_kept_steps": 1}, "max_kept_steps >= 2"),
-    ({"probes": ["grad_norms"]}, "are not probes"),
+    ({"flush_every": 0}, "flush_every must be an integer >= 1"),
+    ({"max_kept_steps": 1}, "max_kept_steps must be an integer >= 2"),
+    ({"probes": ["grad_norms"]}, "is not a probe"),
 ], ids=["flush_every", "max_kept_steps", "probes"])
 def test_bad_options(options: dict[str, Any], words: str) -> None:
     with pytest.raises(GradscopeError, match=words):
@@ -255,7 +255,7 @@ def test_every_hook_is_removed_after_an_exception_in_the_body() -> None:
                 opt.step()
     assert info.value is error, "the user's exception comes out unchanged"
     assert scope.steps == 3, "the step cut short is still recorded"
-    assert scope.records["grad_norm"]["steps"] == [0, 1, 2]
+    assert scope.records["grad_norm"].steps == [0, 1, 2]
     assert_no_hooks(model, [opt], before)
 
 
@@ -304,5 +304,5 @@ def test_memory_stays_flat_over_5000_steps() -> None:
                 counts[step] = _live_tensors()
     assert counts[3000] <= counts[1000] and counts[5000] <= counts[1000], counts
     rec = scope.records["grad_norm"]
-    assert len(rec["steps"]) <= 64 and rec["parameter_stats"]["0.weight"]["count"] == 5000
-    assert rec["steps"][0] == 0 and rec["steps"][-1] >= 5000 - 2 * rec["stride"]
+    assert len(rec.steps) <= 64 and rec.parameter_stats.row(rec.parameters.index("0.weight")).count == 5000
+    assert rec.steps[0] == 0 and rec.steps[-1] >= 5000 - 2 * rec.stride

@@ -49,12 +49,12 @@ def test_running_stats_ignore_nonfinite_values_and_note_the_first_step() -> None
     assert stats.first_nonfinite_step == [3, 1, 2]
 
 
-def test_running_stats_to_dict_leaves_unseen_columns_empty() -> None:
+def test_running_stats_table_leaves_unseen_columns_empty() -> None:
     stats = RunningStats(2)
     stats.update([4], torch.tensor([[2.0, float("nan")]], dtype=torch.float64))
-    d = stats.to_dict(["a", "b"])
-    assert d["a"] == {"count": 1, "min": 2.0, "max": 2.0, "mean": 2.0, "first_nonfinite_step": None}
-    assert d["b"] == {"count": 0, "min": None, "max": None, "mean": None, "first_nonfinite_step": 4}
+    table = stats.table()
+    assert table.row(0).to_json() == {"count": 1, "min": 2.0, "max": 2.0, "mean": 2.0, "first_nonfinite_step": None}
+    assert table.row(1).to_json() == {"count": 0, "min": None, "max": None, "mean": None, "first_nonfinite_step": 4}
 
 
 def test_running_stats_ignore_an_empty_update() -> None:

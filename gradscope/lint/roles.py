@@ -352,4 +352,4 @@ def is_loss_call(src: SourceFile, call: ast.AST) -> bool:
     if _bound_from(src, call.func, torch_api.is_loss_class):
         return True
     name = terminal_name(call.func)
-    return bool(name) and is_loss_name(name)
+    return name is not None and is_loss_name(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeGuard
 
 from gradscope.lint import torch_api
 
@@ -178,7 +178,7 @@ class SourceFile:
 
     def enclosing_loops(self, node: ast.AST) -> list[ast.AST]:
         """The loops around ``node`` inside its own function (or module), innermost first."""
-        loops = []
+        loops: list[ast.AST] = []
         for a in self.ancestors(node):
             if isinstance(a, DEF_NODES):
                 break
@@ -202,7 +202,7 @@ def node_in_body(src: SourceFile, node: ast.AST, loop: ast.AST) -> bool:
 
 def walk_code(nodes: ast.AST | list[ast.stmt], *, into_defs: bool = False) -> Iterator[ast.AST]:
     """Every node under ``nodes``; nested functions, lambdas and classes only with ``into_defs``."""
-    stack = list(nodes) if isinstance(nodes, list) else [nodes]
+    stack: list[ast.AST] = list(nodes) if isinstance(nodes, list) else [nodes]
     stack.reverse()
     while stack:
         node = stack.pop()
@@ -233,7 +233,7 @@ def terminal_name(expr: ast.AST) -> str | None:
     return None
 
 
-def method_call(node: ast.AST, *names: str) -> bool:
+def method_call(node: ast.AST, *names: str) -> TypeGuard[ast.Call]:
     """Whether ``node`` is a call ``<anything>.name(...)`` for one of ``names``."""
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
             and node.func.attr in names)
@@ -250,7 +250,7 @@ class _ScopeBuilder:
         self.src = src
 
     def build(self) -> Scope:
-        self.declared: dict[ast.AST, list[ast.Global | ast.Nonlocal]] = {}
+        self.declared: dict[ast.AST | None, list[ast.Global | ast.Nonlocal]] = {}
         for statement in self.src.nodes(ast.Global, ast.Nonlocal):
             owner = next((a for a in self.src.ancestors(statement) if isinstance(a, DEF_NODES)), None)
             self.declared.setdefault(owner, []).append(statement)

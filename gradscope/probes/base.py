@@ -1,32 +1,58 @@
-"""The probe base class and the run state every probe reads: one place owns hooks and the clock.
+"""The probe base class, the watch options and the run state every probe shares.
 
-A probe only schedules and stores; the maths lives in ``gradscope.norms``. The scope calls the
-``on_*`` methods from PyTorch hooks, so none of them may synchronise with the device: values stay
-in device buffers indexed by ``run.row`` and reach the host in ``flush``.
+A probe is a declared part: its class names the probe (``name``), the finding codes it can emit
+(``codes``), the type of record it returns (``record_type``), the pure function that judges that
+record (``judge``) and the report section that shows it (``section``). Declaring a subclass with a
+``name`` registers it, so the report finds a probe's section through the probe itself.
+
+A probe only schedules and stores; the maths lives in ``gradscope.norms``, the rules in
+``gradscope.judges``. The scope calls the ``on_*`` methods from PyTorch hooks, so none of them may
+synchronise with the device: values stay in device buffers indexed by ``run.row`` and reach the
+host in ``flush``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from gradscope.findings import Finding
+from gradscope.records.base import ProbeRecord
 from gradscope.thresholds import Thresholds
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from gradscope.records.run import RunRecord
+    from gradscope.reports.page import Section, SectionContext
+
+StepOn = Literal["auto", "optimizer", "backward", "manual"]
+ActivationSpec = Literal["all"] | Sequence[str | type] | None
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """What ``watch()`` was asked for; probes read the parts they need when they are built."""
+
+    activations: ActivationSpec = None
+    step_on: StepOn = "auto"
+    flush_every: int = 100
+    max_kept_steps: int = 2048
+    strict: bool = False
+    dead_units_every: int = 10
+    update_ratio_every: int = 50
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 @dataclass
 class RunState:
-    """What the scope knows about the run, shared read-only by its probes."""
+    """What the scope knows about the run. The scope advances the clock; probes read it, and a
+    few shared facts are written by the probe that learns them (``scalers``, ``locating``)."""
 
     model: nn.Module
     optimizers: list[torch.optim.Optimizer]
-    flush_every: int
-    max_kept_steps: int
-    thresholds: Thresholds
-    strict: bool
+    options: WatchOptions
     root_name: str
     module_names: dict[int, str]                 # id(module) -> dotted path ("" for the root)
     param_names: list[str]                       # trainable parameters at attach, tied ones once
@@ -43,6 +69,23 @@ class RunState:
     overhead_ns: int = 0                         # host time spent in gradscope's own callbacks
     scalers: list[Any] = field(default_factory=list)  # torch.amp.GradScaler objects seen scaling a loss
     locating: bool = False                       # the non-finite probe's re-run is in progress
+    probes: dict[str, Probe] = field(default_factory=dict)  # the scope's probes, by name
+
+    @property
+    def flush_every(self) -> int:
+        return self.options.flush_every
+
+    @property
+    def max_kept_steps(self) -> int:
+        return self.options.max_kept_steps
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.options.thresholds
+
+    @property
+    def strict(self) -> bool:
+        return self.options.strict
 
     def emit(self, event: str) -> None:
         """Tell listeners a phase begins or ends ("clip_begin", "data_end", ...)."""
@@ -63,13 +106,38 @@ class RunState:
 
 
 class Probe:
-    """One kind of evidence. Subclasses override the ``on_*`` methods they need."""
+    """One kind of evidence. Subclasses declare themselves and override the ``on_*`` methods
+    they need; ``record()`` returns what they saw as a ``record_type`` instance."""
 
-    name: ClassVar[str] = "probe"
+    name: ClassVar[str] = ""
+    codes: ClassVar[tuple[str, ...]] = ()
+    record_type: ClassVar[type[ProbeRecord] | None] = None
+    report_order: ClassVar[int] = 500   # where the section stands in the report (smaller: higher)
+    _declared: ClassVar[dict[str, type[Probe]]] = {}
+
+    @staticmethod
+    def judge(record: Any, run: RunRecord, thresholds: Thresholds, /) -> list[Finding]:
+        """The findings ``record`` supports: a pure function (``judge = staticmethod(fn)``)."""
+        return []
+
+    @staticmethod
+    def section(record: Any, ctx: SectionContext, /) -> Section | None:
+        """The report section that shows ``record`` (``section = staticmethod(fn)``), or None."""
+        return None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            Probe._declared[cls.name] = cls
 
     def __init__(self) -> None:
         self.handles: list[RemovableHandle] = []
         self.run: RunState | None = None
+
+    @classmethod
+    def build(cls, options: WatchOptions, has_optimizer: bool) -> Probe | None:
+        """The probe as ``watch()`` makes it by default, or None where it has nothing to watch."""
+        return cls()
 
     def attach(self, run: RunState) -> None:
         self.run = run
@@ -91,14 +159,18 @@ class Probe:
     def flush(self, steps: list[int]) -> None:
         """Move the device rows of ``steps`` (rows 0..len-1) to the host and reset them."""
 
-    def findings(self) -> list[Finding]:
-        return []
-
-    def record(self) -> dict[str, Any]:
-        """JSON-ready summary of what this probe saw."""
-        return {}
+    def record(self) -> ProbeRecord | None:
+        """What this probe saw, or None when it has nothing to say."""
+        return None
 
     def _state(self) -> RunState:
         if self.run is None:
             raise RuntimeError(f"probe {self.name!r} used before attach()")
         return self.run
+
+
+def declared_probes() -> dict[str, type[Probe]]:
+    """Every probe class declared so far, by name (the built-ins, and any a user defined)."""
+    import gradscope.probes  # noqa: F401  the built-ins declare themselves on import
+
+    return dict(Probe._declared)

@@ -18,17 +18,21 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.utils.clip_grad as clip_module
 
-from gradscope.findings import Finding, finding
+from gradscope.judges.clipping import judge_clipping
+from gradscope.norms import clip_coefficient
 from gradscope.probes.base import Probe
+from gradscope.records.clipping import ClipCall, ClipEvent, ClippingRecord, ClipSummary
+from gradscope.reports.sections.clipping import section_clipping
 
-MIN_CALLS_FOR_RATE = 5  # GS401/GS402 need this many clip calls to speak of a rate
+ROLLING_WINDOW = 50  # clip calls in the rolling share of calls that clipped
 
 
 @dataclass
-class ClipCall:
+class _Pending:
     """One observed clip call (device tensors until the flush turns them into floats)."""
 
     step: int
@@ -57,14 +61,6 @@ def _materialise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[A
     if args:
         return (value, *rest), kwargs
     return args, {**kwargs, "parameters": value}
-
-
-def _persistent(calls: list[dict[str, Any]], bad: list[dict[str, Any]]) -> bool:
-    """Under a GradScaler overflowing steps are normal while it lowers its scale (they are
-    skipped); a fault is one that is still there: most of the last half of the calls."""
-    late = calls[len(calls) // 2:]
-    late_bad = sum(1 for c in late if any(c is b for b in bad))
-    return bool(late) and late_bad >= 0.9 * len(late)
 
 
 class _CellPatch:
@@ -142,7 +138,7 @@ class _Patches:
             return original_scale(scaler, outputs)
 
         self.attrs.append((scaler_cls, "scale", original_scale))
-        scaler_cls.scale = functools.wraps(original_scale)(scale)  # type: ignore[method-assign]
+        scaler_cls.scale = functools.wraps(original_scale)(scale)  # type: ignore[method-assign,assignment]
 
     def _uninstall(self) -> None:
         while self.cells:
@@ -169,7 +165,7 @@ class _Patches:
                         probe._state().emit("clip_end")
                 if kind == "norm":
                     for _, call in mine:
-                        if isinstance(call, ClipCall):
+                        if isinstance(call, _Pending):
                             call.total = result.detach().to(torch.float32, copy=True).reshape(())
                 return result
             finally:
@@ -184,15 +180,19 @@ class ClipProbe(Probe):
     """Observes clipping; GS401–GS407."""
 
     name = "clipping"
+    codes = ("GS401", "GS402", "GS403", "GS404", "GS405", "GS406", "GS407")
+    record_type = ClippingRecord
+    judge = staticmethod(judge_clipping)
+    section = staticmethod(section_clipping)
+    report_order = 400
 
-    def __init__(self, layer_norms: Callable[[list[int]], dict[str, float]] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.layer_share = layer_norms
-        self.calls: list[ClipCall] = []
-        self.done: list[dict[str, Any]] = []
-        self.misplaced: list[tuple[int, str, str]] = []   # GS403: (step, function, when)
-        self.scaled: list[tuple[int, str]] = []            # GS406: (step, function)
-        self.accumulation_steps: list[tuple[int, str]] = []  # GS407: (step, function)
+        self.calls: list[_Pending] = []
+        self.done: list[ClipCall] = []
+        self.misplaced: list[ClipEvent] = []         # GS403
+        self.scaled: list[ClipEvent] = []            # GS406
+        self.accumulation_steps: list[ClipEvent] = []  # GS407
         self.clip_steps: set[int] = set()                  # steps with at least one observed clip
         self._fresh: dict[int, bool] = {}  # optimizer id -> a backward ended since its last step
         self._fresh_any = False            # the same without an optimizer
@@ -240,7 +240,7 @@ class ClipProbe(Probe):
                 if any(id(q) in ids for g in opt.param_groups for q in g["params"])]
 
     def _before(self, kind: str, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-                ) -> ClipCall | None | bool:
+                ) -> _Pending | None | bool:
         """Record one call before it runs. False: the call clips another model's parameters."""
         run = self._state()
         params = args[0] if args else kwargs.get("parameters")
@@ -257,22 +257,22 @@ class ClipProbe(Probe):
         if not fresh:
             when = ("before this step's backward() (the gradients were just zeroed)"
                     if not grads else "after optimizer.step() or before this step's backward()")
-            self.misplaced.append((run.step, label, when))
+            self.misplaced.append(ClipEvent(run.step, label, when))
         # A clip, then more backward passes, then a clip again, with no step of the optimizer
         # holding those parameters in between: clipping per micro-batch. Several clips after the
         # last backward (one per parameter group or optimizer) are not that.
         for opt in holders:
             before = self._clipped_at.get(id(opt))
             if before is not None and before < run.backwards and (
-                    not self.accumulation_steps or self.accumulation_steps[-1][0] != run.step):
-                self.accumulation_steps.append((run.step, label))
+                    not self.accumulation_steps or self.accumulation_steps[-1].step != run.step):
+                self.accumulation_steps.append(ClipEvent(run.step, label, "between backward passes"))
             self._clipped_at[id(opt)] = run.backwards
         threshold_key = {"norm": "max_norm", "value": "clip_value", "with_norm": "max_norm"}[kind]
         threshold = args[1] if len(args) > 1 else kwargs.get(threshold_key)
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
             return None  # a tensor threshold would need a sync to read; let PyTorch judge the rest
         threshold_value = float(threshold)
-        call = ClipCall(run.step, kind, threshold_value)
+        call = _Pending(run.step, kind, threshold_value)
         if kind == "with_norm":
             total = args[2] if len(args) > 2 else kwargs.get("total_norm")
             if isinstance(total, torch.Tensor):
@@ -281,7 +281,7 @@ class ClipProbe(Probe):
             over = torch.stack([(g.detach().abs() > threshold_value).sum() for g in grads]).sum()
             call.saturated = over.to(torch.float64) / sum(g.numel() for g in grads)
         if self._scaled_gradients(run, holders):
-            self.scaled.append((run.step, label))
+            self.scaled.append(ClipEvent(run.step, label, "before scaler.unscale_(optimizer)"))
         self.calls.append(call)
         return call
 
@@ -305,109 +305,46 @@ class ClipProbe(Probe):
             return
         totals = [c.total for c in self.calls if c.total is not None]
         sats = [c.saturated for c in self.calls if c.saturated is not None]
-        host_totals = torch.stack(totals).to("cpu", torch.float64).tolist() if totals else []
+        host_totals = torch.stack(totals).to("cpu", torch.float64) if totals else torch.zeros(0)
+        limits = torch.tensor([c.threshold for c in self.calls if c.total is not None], dtype=torch.float64)
+        coefficients = clip_coefficient(host_totals, limits).tolist()
+        acted = (host_totals > limits).tolist()
+        host_totals_list = host_totals.tolist()
         host_sats = torch.stack(sats).to("cpu", torch.float64).tolist() if sats else []
         ti = si = 0
         for c in self.calls:
-            entry: dict[str, Any] = {"step": c.step, "kind": c.kind, "threshold": c.threshold}
+            total = coefficient = clipped = saturated = None
+            did: bool | None = None
             if c.total is not None:
-                total = host_totals[ti]
+                total, coefficient, did = host_totals_list[ti], coefficients[ti], acted[ti]
+                clipped = total * coefficient
                 ti += 1
-                coef = min(1.0, c.threshold / (total + 1e-6)) if total == total else float("nan")
-                entry.update(total_norm=total, coefficient=coef,
-                             clipped_norm=total * coef if total == total else total,
-                             acted=bool(total > c.threshold))
             if c.saturated is not None:
-                entry["saturated"] = host_sats[si]
+                saturated = host_sats[si]
                 si += 1
-            self.done.append(entry)
+            self.done.append(ClipCall(step=c.step, kind=c.kind, threshold=c.threshold,  # type: ignore[arg-type]
+                                      total_norm=total, coefficient=coefficient, clipped_norm=clipped,
+                                      acted=did, saturated=saturated))
         self.calls.clear()
         run = self._state()
         if len(self.done) > 4 * run.max_kept_steps:  # bounded: keep every other observed call
             self.done = self.done[::2]
 
     # ---- results ---------------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
-        norm_calls = [c for c in self.done if "acted" in c]
-        acted = [c for c in norm_calls if c["acted"]]
-        rolling: list[float] = []
-        window = 50
-        flags = [1.0 if c["acted"] else 0.0 for c in norm_calls]
-        for i in range(len(flags)):
-            chunk = flags[max(0, i - window + 1): i + 1]
-            rolling.append(sum(chunk) / len(chunk))
-        value_calls = [c for c in self.done if "saturated" in c]
-        return {
-            "calls": len(self.done),
-            "norm_calls": len(norm_calls),
-            "clipped_fraction": (len(acted) / len(norm_calls)) if norm_calls else None,
-            "rolling_clipped_fraction": rolling,
-            "mean_saturated": (sum(c["saturated"] for c in value_calls) / len(value_calls)) if value_calls else None,
-        }
+    def summary(self) -> ClipSummary:
+        norm_calls = [c for c in self.done if c.acted is not None]
+        flags = [1.0 if c.acted else 0.0 for c in norm_calls]
+        rolling = [sum(flags[max(0, i - ROLLING_WINDOW + 1): i + 1]) / min(i + 1, ROLLING_WINDOW)
+                   for i in range(len(flags))]
+        sats = [c.saturated for c in self.done if c.saturated is not None]
+        return ClipSummary(calls=len(self.done), norm_calls=len(norm_calls),
+                           clipped_fraction=sum(flags) / len(flags) if flags else None,
+                           rolling_clipped_fraction=np.array(rolling, dtype=float),
+                           mean_saturated=sum(sats) / len(sats) if sats else None)
 
-    def record(self) -> dict[str, Any]:
-        if not self.done and not self.misplaced:
-            return {}
-        out: dict[str, Any] = {"calls": self.done, "summary": self.summary()}
-        if self.layer_share is not None:
-            steps = [c["step"] for c in self.done if c.get("acted")]
-            out["top_layers_when_clipped"] = self.layer_share(steps)
-        return out
-
-    def findings(self) -> list[Finding]:
-        run = self._state()
-        th = run.thresholds
-        out: list[Finding] = []
-        if self.misplaced:
-            step, label, when = self.misplaced[0]
-            out.append(finding(
-                "GS403", label,
-                f"{label} ran {when} at step {step} ({len(self.misplaced)} time(s) in all): there was no "
-                "fresh gradient to clip, so the gradients the optimizer used were never clipped."))
-        if self.scaled:
-            out.append(finding(
-                "GS406", self.scaled[0][1],
-                f"clipping ran on gradients still multiplied by the GradScaler's scale at step "
-                f"{self.scaled[0][0]} ({len(self.scaled)} time(s)): the threshold is compared with "
-                "scaled norms, so clipping acts far too often or never as intended."))
-        # A GradScaler skipping an overflowing step makes one iteration look like two backwards
-        # in one step; clipping per micro-batch repeats at most steps that clip.
-        if self.accumulation_steps and len(self.accumulation_steps) >= max(2, len(self.clip_steps) // 2):
-            out.append(finding(
-                "GS407", self.accumulation_steps[0][1],
-                f"clipping ran after each micro-batch of {len(self.accumulation_steps)} accumulation "
-                f"step(s) (first at step {self.accumulation_steps[0][0]}): partial sums are clipped, so "
-                "the accumulated gradient is not the one a single clip would give."))
-        norm_calls = [c for c in self.done if "acted" in c]
-        nonfinite = [c for c in norm_calls if not (c["total_norm"] == c["total_norm"]
-                                                   and abs(c["total_norm"]) != float("inf"))]
-        if nonfinite and (not run.scalers or _persistent(norm_calls, nonfinite)):
-            out.append(finding(
-                "GS404", "clip_grad_norm_",
-                f"the total gradient norm was non-finite at clipping time at step {nonfinite[0]['step']} "
-                f"({len(nonfinite)} call(s)): clipping scales every gradient by NaN or 0."))
-        finite = [c for c in norm_calls if c not in nonfinite]
-        if len(finite) >= MIN_CALLS_FOR_RATE:
-            share = sum(c["acted"] for c in finite) / len(finite)
-            peak = max(c["total_norm"] for c in finite)
-            threshold = finite[-1]["threshold"]
-            if share > th.clip_rate:
-                out.append(finding(
-                    "GS401", "clip_grad_norm_",
-                    f"norm clipping acted on {share:.0%} of {len(finite)} steps (max_norm {threshold:g}; "
-                    f"median pre-clip norm {sorted(c['total_norm'] for c in finite)[len(finite) // 2]:.3g}): "
-                    "it works as a smaller learning rate rather than a guard against spikes."))
-            elif share == 0.0:
-                out.append(finding(
-                    "GS402", "clip_grad_norm_",
-                    f"clipping never acted in {len(finite)} steps: max_norm {threshold:g} is above every "
-                    f"observed pre-clip norm (largest {peak:.3g})."))
-        sats = [c["saturated"] for c in self.done if "saturated" in c]
-        if sats:
-            mean = sum(sats) / len(sats)
-            if mean > th.value_saturation:
-                out.append(finding(
-                    "GS405", "clip_grad_value_",
-                    f"value clipping saturated {mean:.0%} of gradient elements on average over "
-                    f"{len(sats)} calls: the gradient's direction is being rewritten, not just bounded."))
-        return out
+    def record(self) -> ClippingRecord | None:
+        if not self.done and not self.misplaced and not self.clip_steps:
+            return None
+        return ClippingRecord(calls=list(self.done), summary=self.summary(), misplaced=list(self.misplaced),
+                              scaled=list(self.scaled), per_micro_batch=list(self.accumulation_steps),
+                              clip_steps=len(self.clip_steps))

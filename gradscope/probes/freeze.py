@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from gradscope.errors import GradscopeError
-from gradscope.findings import Finding, finding
+from gradscope.judges.freeze import judge_freeze
 from gradscope.probes.base import Probe
+from gradscope.records.freeze import FreezeRecord, FreezeRow, TensorState
+from gradscope.reports.sections.freeze import section_freeze
 
 BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
-ALMOST_ALL_FROZEN = 0.01  # GS306: under 1% of parameters train
 
 
 def fingerprint(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -122,10 +123,14 @@ class FreezeProbe(Probe):
     """GS301–GS306 and the freeze table."""
 
     name = "freeze"
+    codes = ("GS301", "GS302", "GS303", "GS304", "GS305", "GS306")
+    record_type = FreezeRecord
+    judge = staticmethod(judge_freeze)
+    section = staticmethod(section_freeze)
+    report_order = 500
 
-    def __init__(self, had_grad: Any = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.had_grad = had_grad  # callable: parameter name -> bool, from the grad-norm probe
         self.names: list[str] = []
         self.params: list[nn.Parameter] = []
         self.info: list[ParamInfo] = []
@@ -197,130 +202,27 @@ class FreezeProbe(Probe):
                 self.first_frozen_change[i] = steps[-1]
 
     # ---- results -------------------------------------------------------------------------------
-    def changed(self, name: str) -> bool | None:
-        if name not in self.names:
-            return None
-        return self.first_changed_step[self.names.index(name)] is not None
+    def tensors(self) -> list[TensorState]:
+        run = self._state()
+        return [TensorState(name=i.name, numel=i.numel, trainable=i.trainable, requires_grad=p.requires_grad,
+                            in_optimizer=bool(i.groups), lr=i.lr, weight_decay=i.weight_decay,
+                            first_changed_step=changed, first_frozen_change_step=frozen_change,
+                            norm_kind=_norm_kind(run.model, i.name))
+                for i, p, changed, frozen_change in zip(self.info, self.params, self.first_changed_step,
+                                                         self.first_frozen_change)]
 
-    def table(self) -> list[dict[str, Any]]:
+    def table(self) -> list[FreezeRow]:
         """One row per module that owns parameters: counts, optimizer coverage, lr, change."""
-        run = self._state()
-        rows: dict[str, dict[str, Any]] = {}
-        for i, info in enumerate(self.info):
-            module = info.name.rpartition(".")[0] or run.root_name
-            row = rows.setdefault(module, {"module": module, "trainable": 0, "frozen": 0,
-                                           "in_optimizer": 0, "not_in_optimizer": 0,
-                                           "lr": set(), "weight_decay": set(), "changed": 0,
-                                           "tensors": 0})
-            row["tensors"] += 1
-            row["trainable" if info.trainable else "frozen"] += info.numel
-            row["in_optimizer" if info.groups else "not_in_optimizer"] += info.numel
-            if info.lr is not None:
-                row["lr"].add(info.lr)
-            if info.weight_decay is not None:
-                row["weight_decay"].add(info.weight_decay)
-            row["changed"] += int(self.first_changed_step[i] is not None)
-        for row in rows.values():
-            row["lr"] = sorted(row["lr"])
-            row["weight_decay"] = sorted(row["weight_decay"])
-        return list(rows.values())
+        return FreezeRecord.rows_of(self.tensors(), self._state().root_name)
 
-    def record(self) -> dict[str, Any]:
-        total = sum(i.numel for i in self.info)
-        trainable = sum(i.numel for i in self.info if i.trainable)
-        return {"parameters": total, "trainable": trainable, "frozen": total - trainable,
-                "frozen_subtrees": self.subtrees, "batchnorm_train_in_frozen": sorted(self.bn_train),
-                "table": self.table()}
-
-    def findings(self) -> list[Finding]:
-        run = self._state()
-        out: list[Finding] = []
-        has_opt = bool(run.optimizers)
-        subtrees = self.subtrees
-
-        def by_module(names: list[str], root: str) -> dict[str, list[str]]:
-            return _by_module(names, root, subtrees)
-        frozen_in_opt = [i.name for i, p in zip(self.info, self.params)
-                         if i.groups and not p.requires_grad]
-        out += _grouped("GS301", by_module(frozen_in_opt, run.root_name),
-                        "frozen parameter(s) of {where} ({names}) are in the optimizer: they take "
-                        "optimizer state, and weight decay or momentum can still move them (GS302).")
-        not_in_opt = [i.name for i, p in zip(self.info, self.params)
-                      if has_opt and not i.groups and p.requires_grad]
-        out += _grouped("GS303", by_module(not_in_opt, run.root_name),
-                        "trainable parameter(s) of {where} ({names}) are in no optimizer param group: "
-                        "they get gradients but are never updated (was the layer replaced after the "
-                        "optimizer was built?).")
-        if run.step > 0:
-            moved = [(i.name, s) for i, p, s in zip(self.info, self.params, self.first_frozen_change)
-                     if s is not None and not p.requires_grad]
-            if moved:
-                first = min(s for _, s in moved)
-                out += _grouped("GS302", by_module([n for n, _ in moved], run.root_name),
-                                "frozen parameter(s) of {where} ({names}) changed during training "
-                                f"(first seen by step {first}): something other than gradients moves "
-                                "them (weight decay, stale momentum or Adam state, or an in-place edit).")
-            if has_opt:
-                still = [i.name for i, p, s in zip(self.info, self.params, self.first_changed_step)
-                         if i.groups and p.requires_grad and s is None
-                         and (self.had_grad is None or self.had_grad(i.name))]
-                lrs = sorted({i.lr for i in self.info if i.name in still and i.lr is not None})
-                lr_text = f" (learning rate {', '.join(f'{x:g}' for x in lrs)})" if lrs else ""
-                out += _grouped("GS305", by_module(still, run.root_name),
-                                "parameter(s) of {where} ({names}) are in the optimizer and got "
-                                f"gradients, yet never changed over {run.step} steps{lr_text}.")
-        if self.bn_train:
-            subtrees = sorted(set(self.bn_train.values()))
-            out.append(finding(
-                "GS304", subtrees[0] if len(subtrees) == 1 else ", ".join(subtrees[:3]) + ("…" if len(subtrees) > 3 else ""),
-                f"{len(self.bn_train)} BatchNorm layer(s) inside frozen submodule(s) "
-                f"({_short(subtrees)}) ran in train mode: their running mean and variance keep "
-                "changing although the weights are frozen, so evaluation drifts."))
-        total = sum(i.numel for i in self.info)
-        trainable = sum(i.numel for i in self.info if i.trainable)
-        if total and 0 < trainable < ALMOST_ALL_FROZEN * total:
-            names = [i.name for i in self.info if i.trainable]
-            kinds = {_norm_kind(run.model, n) for n in names}
-            what = _short(names)
-            if kinds == {"BatchNorm"}:
-                what = f"only BatchNorm affine parameters ({what})"
-            elif None not in kinds:
-                what = f"only normalisation-layer affine parameters ({what})"
-            out.append(finding(
-                "GS306", run.root_name,
-                f"only {trainable:,} of {total:,} parameters ({trainable / total:.2%}) train: {what}."))
-        return out
-
-
-def _by_module(names: list[str], root: str, subtrees: Sequence[str] = ()) -> dict[str, list[str]]:
-    """Group parameter names by the frozen subtree holding them, else by their owning module."""
-    out: dict[str, list[str]] = {}
-    for n in names:
-        owner = next((t for t in subtrees if n.startswith(t + ".")), None)
-        out.setdefault(owner or n.rpartition(".")[0] or root, []).append(n)
-    return out
-
-
-MAX_PLACES = 3  # more groups than this become one finding naming the first few
-
-
-def _grouped(code: str, groups: dict[str, list[str]], template: str) -> list[Finding]:
-    """One finding per module group, or one for all when many modules share the problem."""
-    if not groups:
-        return []
-    if len(groups) <= MAX_PLACES:
-        return [finding(code, where, f"{len(names)} " + template.format(where=where, names=_short(names)))
-                for where, names in groups.items()]
-    places = list(groups)
-    where = ", ".join(places[:MAX_PLACES]) + f" and {len(places) - MAX_PLACES} more"
-    names = [n for group in groups.values() for n in group]
-    return [finding(code, where, f"{len(names)} " + template.format(
-        where=f"{len(places)} modules ({_short(places)})", names=_short(names)))]
-
-
-def _short(names: Sequence[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    def record(self) -> FreezeRecord:
+        tensors = self.tensors()
+        total = sum(t.numel for t in tensors)
+        trainable = sum(t.numel for t in tensors if t.trainable)
+        return FreezeRecord(parameters=total, trainable=trainable, frozen=total - trainable,
+                            frozen_subtrees=list(self.subtrees),
+                            batchnorm_train_in_frozen=sorted(self.bn_train),
+                            table=FreezeRecord.rows_of(tensors, self._state().root_name), tensors=tensors)
 
 
 def _norm_kind(model: nn.Module, param_name: str) -> str | None:
@@ -332,16 +234,3 @@ def _norm_kind(model: nn.Module, param_name: str) -> str | None:
     if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
         return "norm"
     return None
-
-
-def format_freeze_table(rows: list[dict[str, Any]]) -> str:
-    """The freeze table as aligned text for a terminal."""
-    header = ("module", "trainable", "frozen", "in optimizer", "lr", "changed")
-    lines = [header]
-    for r in rows:
-        lines.append((r["module"], f"{r['trainable']:,}", f"{r['frozen']:,}",
-                      "all" if not r["not_in_optimizer"] else ("none" if not r["in_optimizer"] else "some"),
-                      ",".join(f"{x:g}" for x in r["lr"]) or "-",
-                      f"{r['changed']}/{r['tensors']}"))
-    widths = [max(len(str(line[c])) for line in lines) for c in range(len(header))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)

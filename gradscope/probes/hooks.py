@@ -10,12 +10,12 @@ noting when that was a different tensor. The originals are put back on exit.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Callable
 
-
-from gradscope.findings import Finding, finding
+from gradscope.judges.hooks import judge_hooks
 from gradscope.probes.base import Probe
+from gradscope.records.hooks import HookChange, HookSample, HooksRecord
+from gradscope.reports.sections.hooks import section_hooks
 
 EARLY_SAMPLES = 10  # sample at the end of each of the first steps; later only at flushes
 MAX_SAMPLES = 64    # samples kept: the early ones and the most recent
@@ -54,12 +54,17 @@ class HookProbe(Probe):
     """GS601 and GS602."""
 
     name = "hooks"
+    codes = ("GS601", "GS602")
+    record_type = HooksRecord
+    judge = staticmethod(judge_hooks)
+    section = staticmethod(section_hooks)
+    report_order = 900
 
     def __init__(self) -> None:
         super().__init__()
         self.samples: list[tuple[int, dict[str, int]]] = []
         self.changed: dict[tuple[str, str], int] = {}
-        self.wrapped: list[tuple[OrderedDict[int, Any], int, _Observed]] = []
+        self.wrapped: list[tuple[dict[int, Any], int, _Observed]] = []
 
     def attach(self, run: Any) -> None:
         super().attach(run)
@@ -76,7 +81,7 @@ class HookProbe(Probe):
     def _note_change(self, where: str, kind: str) -> None:
         self.changed[(where, kind)] = self.changed.get((where, kind), 0) + 1
 
-    def _wrap(self, hooks: OrderedDict[int, Any] | None, where: str, kind: str) -> None:
+    def _wrap(self, hooks: dict[int, Any] | None, where: str, kind: str) -> None:
         if not hooks:
             return
         own = self._state().own_hook_ids
@@ -130,33 +135,9 @@ class HookProbe(Probe):
         if steps and steps[-1] >= EARLY_SAMPLES:
             self._sample()
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> HooksRecord:
         last = self.samples[-1][1] if self.samples else {}
-        return {"hook_counts": last,
-                "gradient_changed_by": [{"where": w, "kind": k, "times": n}
-                                        for (w, k), n in sorted(self.changed.items())]}
-
-    def findings(self) -> list[Finding]:
-        out: list[Finding] = []
-        need = self._state().thresholds.hooks_growth_samples
-        places = {w for _, counts in self.samples for w in counts}
-        for where in sorted(places):
-            series = [(step, counts.get(where, 0)) for step, counts in self.samples]
-            run_len, best = 0, 0
-            for (_, a), (_, b) in zip(series, series[1:]):
-                run_len = run_len + 1 if b > a else 0
-                best = max(best, run_len)
-            if best >= need:
-                (s0, c0), (s1, c1) = series[0], series[-1]
-                out.append(finding(
-                    "GS601", where.split(" ", 1)[1],
-                    f"the {where} had {c0} hook(s) after step {s0} and {c1} after step {s1}: a hook "
-                    "is registered again every step and never removed, so each backward or forward "
-                    "runs all of them and memory grows."))
-        for (where, kind), n in sorted(self.changed.items()):
-            what = "a tensor hook" if kind == "tensor" else f"a {kind}"
-            out.append(finding(
-                "GS602", where,
-                f"{what} on {where} returned a different gradient {n} time(s): "
-                "what the optimizer sees is not what backward computed."))
-        return out
+        return HooksRecord(
+            hook_counts=dict(last),
+            gradient_changed_by=[HookChange(w, k, n) for (w, k), n in sorted(self.changed.items())],
+            samples=[HookSample(step, dict(counts)) for step, counts in self.samples])

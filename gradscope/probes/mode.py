@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradscope.findings import Finding, finding
+from gradscope.judges.mode import judge_mode
 from gradscope.probes.base import Probe
+from gradscope.records.mode import ModeRecord
+from gradscope.reports.sections.loop import section_mode
 
 MODE_SENSITIVE: tuple[type[nn.Module], ...] = (
     nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
@@ -26,6 +28,11 @@ class ModeProbe(Probe):
     """GS504: evaluation in train mode, or training in eval mode."""
 
     name = "mode"
+    codes = ("GS504",)
+    record_type = ModeRecord
+    judge = staticmethod(judge_mode)
+    section = staticmethod(section_mode)
+    report_order = 750
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,31 +72,11 @@ class ModeProbe(Probe):
                 self.first_train_step = self._state().step
         self._pending_eval_root = False
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> ModeRecord | None:
         if not self.sensitive:
-            return {}
-        return {"evaluation_forwards": self.eval_forwards,
-                "evaluation_in_train_mode": self.eval_in_train,
-                "training_steps_in_eval_mode": self.train_in_eval}
-
-    def findings(self) -> list[Finding]:
-        run = self._state()
-        out: list[Finding] = []
-        if self.eval_in_train:
-            names = sorted(self.eval_in_train)
-            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-            out.append(finding(
-                "GS504", names[0] if len(names) == 1 else run.root_name,
-                f"evaluation (a forward under torch.no_grad/inference_mode, first at step "
-                f"{self.first_eval_step}) ran with {shown} in train mode: dropout stays random and "
-                "BatchNorm uses batch statistics and updates its running ones, so test numbers are "
-                "wrong and the model changes while being evaluated.",
-                "Call model.eval() before evaluating, and model.train() again before training."))
-        if self.train_in_eval:
-            out.append(finding(
-                "GS504", run.root_name,
-                f"training ran with the model in eval mode ({self.train_in_eval} backward pass(es), "
-                f"first at step {self.first_train_step}): dropout is off and BatchNorm statistics "
-                "are frozen during training.",
-                "Call model.train() at the start of each training epoch (after evaluating)."))
-        return out
+            return None
+        return ModeRecord(evaluation_forwards=self.eval_forwards,
+                          evaluation_in_train_mode=dict(self.eval_in_train),
+                          training_steps_in_eval_mode=self.train_in_eval,
+                          first_evaluation_in_train_mode_step=self.first_eval_step,
+                          first_training_in_eval_mode_step=self.first_train_step)

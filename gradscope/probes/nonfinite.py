@@ -22,20 +22,12 @@ import torch
 from torch import nn
 
 from gradscope.errors import NonFiniteError
-from gradscope.findings import Finding, finding
-from gradscope.probes.activations import first_grad_tensor
+from gradscope.judges.nonfinite import judge_nonfinite
 from gradscope.probes.base import Probe
-from gradscope.probes.gradnorm import GradNormProbe
-
-
-def _floating(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj] if obj.is_floating_point() or obj.is_complex() else []
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (tuple, list)):
-        return [t for item in obj for t in _floating(item)]
-    return []
+from gradscope.probes.grad_norm import GradNormProbe
+from gradscope.probes.outputs import first_grad_tensor, floating_tensors
+from gradscope.records.nonfinite import NonFiniteRecord
+from gradscope.reports.sections.nonfinite import section_nonfinite
 
 
 def nonfinite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -51,12 +43,12 @@ def locate_nonfinite(root: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
     Returns "input" when the inputs are already non-finite, None when the re-run stays finite.
     Leaves RNG state and module buffers exactly as they were.
     """
-    if any(not bool(torch.isfinite(t).all()) for t in _floating((args, kwargs))):
+    if any(not bool(torch.isfinite(t).all()) for t in floating_tensors((args, kwargs))):
         return "input"
     found: list[str] = []
 
     def hook(module: nn.Module, _args: Any, output: Any) -> None:
-        if not found and any(not bool(torch.isfinite(t).all()) for t in _floating(output)):
+        if not found and any(not bool(torch.isfinite(t).all()) for t in floating_tensors(output)):
             found.append(names.get(id(module), type(module).__name__))
 
     # every buffer, non-persistent ones included (state_dict() leaves those out)
@@ -79,10 +71,15 @@ class NonFiniteProbe(Probe):
     """GS206 (non-finite loss or output) and strict mode for GS205/GS206."""
 
     name = "nonfinite"
+    codes = ("GS206",)
+    record_type = NonFiniteRecord
+    judge = staticmethod(judge_nonfinite)
+    section = staticmethod(section_nonfinite)
+    report_order = 110
 
-    def __init__(self, grad_norm: GradNormProbe) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.grad_norm = grad_norm
+        self.grad_norm: GradNormProbe | None = None  # strict mode reads its rows
         self.buffer: torch.Tensor | None = None
         self.first_output_step: int | None = None
         self.first_loss_step: int | None = None
@@ -90,6 +87,8 @@ class NonFiniteProbe(Probe):
 
     def attach(self, run: Any) -> None:
         super().attach(run)
+        peer = run.probes.get(GradNormProbe.name)
+        self.grad_norm = peer if isinstance(peer, GradNormProbe) else None
         self.handles.append(run.model.register_forward_hook(self._on_forward, with_kwargs=True))
 
     def _row_buffer(self, device: torch.device) -> torch.Tensor:
@@ -108,7 +107,7 @@ class NonFiniteProbe(Probe):
                     output: Any) -> None:
         if self._state().locating or not torch.is_grad_enabled():
             return
-        tensors = _floating(output)
+        tensors = floating_tensors(output)
         if not tensors:
             return
         run = self._state()
@@ -147,7 +146,7 @@ class NonFiniteProbe(Probe):
 
     def on_backward_end(self) -> None:
         run = self._state()
-        if not run.strict:
+        if not run.strict or self.grad_norm is None:
             return
         rows = self.grad_norm.host_rows(run.row + 1)[run.row]  # one sync: strict mode's price
         if not bool(torch.isfinite(rows).all()):
@@ -175,41 +174,7 @@ class NonFiniteProbe(Probe):
             if self.first_loss_step is None and rows[i, 1] > 0:
                 self.first_loss_step = step
 
-    def record(self) -> dict[str, Any]:
-        return {"first_nonfinite_output_step": self.first_output_step,
-                "first_nonfinite_loss_step": self.first_loss_step,
-                "located": {str(k): v for k, v in self.located.items()}}
-
-    def findings(self) -> list[Finding]:
-        run = self._state()
-        out: list[Finding] = []
-        if self.first_output_step is not None:
-            step = self.first_output_step
-            where = self.located.get(step)
-            if where == "input":
-                msg = (f"the forward output became non-finite at step {step} because the input batch "
-                       "already held NaN/Inf: the data, not the model, is the source.")
-                hint = "Check the data pipeline (normalisation dividing by zero, corrupt samples)."
-                out.append(finding("GS206", "input", msg, hint))
-            elif where is not None:
-                out.append(finding(
-                    "GS206", self._name(where),
-                    f"the forward output became non-finite at step {step}; {self._name(where)} was the "
-                    "first module whose output held NaN/Inf. Everything computed after it is garbage."))
-            else:
-                out.append(finding(
-                    "GS206", run.root_name,
-                    f"the forward output became non-finite at step {step}. Run with "
-                    "watch(..., strict=True) to name the first module (costs a sync per step on a GPU)."))
-        # Under a GradScaler the gradient reaching the output is scaled and overflows by design
-        # (the scaler skips those steps); persistent trouble shows as GS205 instead.
-        if self.first_loss_step is not None and not run.scalers and (
-                self.first_output_step is None or self.first_loss_step < self.first_output_step):
-            out.append(finding(
-                "GS206", "loss",
-                f"the loss became non-finite at step {self.first_loss_step} while the model's output "
-                "was finite: the loss function produced NaN/Inf (log of 0, a target out of range, "
-                "a division by zero).",
-                "Check the loss inputs: clamp probabilities before log, use the *WithLogits losses, "
-                "and check targets for NaN."))
-        return out
+    def record(self) -> NonFiniteRecord:
+        return NonFiniteRecord(first_nonfinite_output_step=self.first_output_step,
+                               first_nonfinite_loss_step=self.first_loss_step,
+                               located={str(k): v for k, v in self.located.items()})

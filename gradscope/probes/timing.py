@@ -21,18 +21,19 @@ next flush, when gradscope synchronises anyway, never in between. The first ``wa
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from gradscope.findings import Finding, finding
-from gradscope.probes.activations import first_grad_tensor
+from gradscope.judges.timing import judge_timing
 from gradscope.probes.base import Probe
+from gradscope.probes.outputs import first_grad_tensor
+from gradscope.records.timing import PHASES, TimingRecord, TimingSummary, summarise
+from gradscope.reports.sections.timing import section_timing
 
-PHASES = ("data", "h2d", "forward", "backward", "clip", "optimizer", "gradscope", "other", "step")
 MEASURED = PHASES[:6]
 
 
@@ -55,6 +56,11 @@ class TimingProbe(Probe):
     """Per-step phase durations in milliseconds."""
 
     name = "timing"
+    codes = ("GS510",)
+    record_type = TimingRecord
+    judge = staticmethod(judge_timing)
+    section = staticmethod(section_timing)
+    report_order = 800
 
     def __init__(self, warmup: int = 5) -> None:
         super().__init__()
@@ -66,7 +72,8 @@ class TimingProbe(Probe):
         self._events: list[tuple[str, Any, Any]] = []
         self._step_start: Any = None
         self._overhead_seen = 0
-        self.pending: list[tuple[int, dict[str, float] | list[tuple[str, Any, Any]], Any, Any, float]] = []
+        # (step, phase parts: ms by phase on the CPU, event pairs on CUDA, start, stop, overhead ms)
+        self.pending: list[tuple[int, Any, Any, Any, float]] = []
         self.steps: list[int] = []
         self.rows: list[list[float]] = []
 
@@ -159,13 +166,13 @@ class TimingProbe(Probe):
         for step, parts, start, stop, overhead_ms in self.pending:
             if self.cuda:
                 phases: dict[str, float] = {}
-                for phase, a, b in parts:  # type: ignore[misc]
+                for phase, a, b in parts:
                     phases[phase] = phases.get(phase, 0.0) + a.elapsed_time(b)
                     self.pool.give_back(a, b)
                 total = start.elapsed_time(stop)
                 self.pool.give_back(start, stop)
             else:
-                phases = dict(parts)  # type: ignore[arg-type]
+                phases = dict(parts)
                 total = (stop - start) / 1e6
             row = [phases.get(p, 0.0) for p in MEASURED]
             other = max(0.0, total - sum(row))
@@ -177,41 +184,14 @@ class TimingProbe(Probe):
             self.steps, self.rows = self.steps[::2], self.rows[::2]
 
     # ---- results ---------------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
-        rows = [r for s, r in zip(self.steps, self.rows) if s >= self.warmup]
-        if not rows:
-            return {}
-        out: dict[str, Any] = {"steps_measured": len(rows), "warmup_steps": self.warmup,
-                               "clock": "cuda events" if self.cuda else "perf_counter_ns", "phases": {}}
-        for j, phase in enumerate(PHASES):
-            values = sorted(r[j] for r in rows)
-            out["phases"][phase] = {"median_ms": statistics.median(values),
-                                    "p90_ms": values[min(len(values) - 1, int(0.9 * len(values)))],
-                                    "mean_ms": sum(values) / len(values)}
-        step_ms = out["phases"]["step"]["median_ms"]
-        out["steps_per_second"] = 1000.0 / step_ms if step_ms > 0 else None
-        return out
+    def summary(self) -> TimingSummary | None:
+        """Median, 90th percentile and mean of each phase over the kept steps past the warm-up."""
+        return summarise(PHASES, [r for s, r in zip(self.steps, self.rows) if s >= self.warmup])
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> TimingRecord | None:
         if not self.rows:
-            return {}
-        # "columns" names the columns of "ms"; "phases" is the summary by phase once steps past
-        # the warm-up exist (until then it repeats the column names)
-        return {"columns": list(PHASES), "phases": list(PHASES), "steps": self.steps, "ms": self.rows,
-                "clock": "cuda events" if self.cuda else "perf_counter_ns", **self.summary()}
-
-    def findings(self) -> list[Finding]:
-        summary = self.summary()
-        if not summary or summary["steps_measured"] < 5:
-            return []
-        phases = summary["phases"]
-        step = phases["step"]["median_ms"]
-        data = phases["data"]["median_ms"] + phases["h2d"]["median_ms"]
-        limit = self._state().thresholds.input_bound_share
-        if step > 0 and data / step > limit:
-            return [finding(
-                "GS510", "DataLoader",
-                f"training is input-bound: waiting for data (and copying it to the device) takes "
-                f"{data:.1f} ms of a {step:.1f} ms median step ({data / step:.0%}, threshold "
-                f"{limit:.0%}): the model waits for the loader.")]
-        return []
+            return None
+        return TimingRecord(columns=list(PHASES), steps=list(self.steps),
+                            ms=np.array(self.rows, dtype=float).reshape(-1, len(PHASES)),
+                            clock="cuda events" if self.cuda else "perf_counter_ns",
+                            warmup_steps=self.warmup, summary=self.summary())

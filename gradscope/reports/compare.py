@@ -14,11 +14,24 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from gradscope.errors import GradscopeError
-from gradscope.reports.html import (Cell, FigureView, FindingView, Row, Table, as_list, as_number, as_object,
-                                    asset, check_record, defang, draw, embed_json, finding_views,
-                                    fmt_number, jinja_environment, severity_counts, timing_summary,
-                                    trim_record)
-from gradscope.reports.record import write_text_atomic
+from gradscope.records import ClippingRecord, GradNormRecord, RunRecord, write_text_atomic
+from gradscope.records.run import Curves
+from gradscope.reports.html import as_run_record, steps_per_second, trim_record
+from gradscope.reports.page import (
+    Cell,
+    FigureView,
+    FindingView,
+    Row,
+    Table,
+    asset,
+    defang,
+    draw,
+    embed_json,
+    finding_views,
+    fmt_number,
+    jinja_environment,
+    severity_counts,
+)
 
 ACCURACY_POINTS = 0.5    # a change of test accuracy smaller than this (percentage points) is no change
 LOSS_RELATIVE = 0.02     # a change of loss smaller than 2% is no change
@@ -43,7 +56,7 @@ class KeyNumber:
 
     @property
     def change(self) -> float | None:
-        x, y = as_number(self.a), as_number(self.b)
+        x, y = _number(self.a), _number(self.b)
         if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
             return None
         return y - x
@@ -70,9 +83,13 @@ class ComparePage:
     notes: list[str] = field(default_factory=list)
 
 
-def diff_findings(a: Mapping[str, Any], b: Mapping[str, Any]) -> FindingsDiff:
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def diff_findings(a: RunRecord, b: RunRecord) -> FindingsDiff:
     """Match the findings of two records by (code, where)."""
-    fa, fb = finding_views(a.get("findings")), finding_views(b.get("findings"))
+    fa, fb = finding_views(a.findings), finding_views(b.findings)
     index_b: dict[tuple[str, str], FindingView] = {}
     for f in fb:
         index_b.setdefault((f.code, f.where), f)
@@ -96,51 +113,43 @@ def diff_findings(a: Mapping[str, Any], b: Mapping[str, Any]) -> FindingsDiff:
     return FindingsDiff(only_a, only_b, both)
 
 
-def _last(values: Any) -> float | None:
-    found = [v for v in (as_number(x) for x in as_list(values)) if v is not None and math.isfinite(v)]
-    return found[-1] if found else None
+def _facts(record: RunRecord) -> dict[str, Any]:
+    curves = record.curves or Curves()
+    grad, clip = record.probe(GradNormRecord), record.probe(ClippingRecord)
+    counts = severity_counts(finding_views(record.findings))
+    clipped = clip.summary.clipped_fraction if clip is not None else None
+    return {
+        "status": record.run.status if record.run else None,
+        "steps": record.run.steps if record.run and record.run.steps is not None else record.steps,
+        "test_acc": Curves.last(curves.test_accuracy_percent),
+        "test_loss": Curves.last(curves.test_loss),
+        "train_loss": Curves.last(curves.train_loss),
+        "clipped": None if clipped is None else 100 * clipped,
+        "norm_mean": grad.total_stats.mean if grad is not None else None,
+        "norm_max": grad.total_stats.max if grad is not None else None,
+        "errors": counts["error"], "warnings": counts["warning"], "info": counts["info"],
+        "trainable": record.model.trainable if record.model else None,
+        "speed": steps_per_second(record),
+    }
 
 
-def key_numbers(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[KeyNumber]:
+def key_numbers(a: RunRecord, b: RunRecord) -> list[KeyNumber]:
     """The numbers that say whether a run went better: outcome, gradients, findings, speed."""
-    def get(record: Mapping[str, Any], what: str) -> Any:
-        curves = as_object(record.get("curves"))
-        probes = as_object(record.get("probes"))
-        run = as_object(record.get("run"))
-        counts = severity_counts(finding_views(record.get("findings")))
-        return {
-            "status": run.get("status"),
-            "steps": run.get("steps", record.get("steps")),
-            "test_acc": _last(curves.get("test_accuracy_percent")),
-            "test_loss": _last(curves.get("test_loss")),
-            "train_loss": _last(curves.get("train_loss")),
-            "clipped": as_object(as_object(probes.get("clipping")).get("summary")).get("clipped_fraction"),
-            "norm_mean": as_object(as_object(probes.get("grad_norm")).get("total_stats")).get("mean"),
-            "norm_max": as_object(as_object(probes.get("grad_norm")).get("total_stats")).get("max"),
-            "errors": counts["error"], "warnings": counts["warning"], "info": counts["info"],
-            "trainable": as_object(record.get("model")).get("trainable"),
-            "speed": timing_summary(record).get("steps_per_second"),
-        }[what]
-
-    rows = [KeyNumber("status", get(a, "status"), get(b, "status")),
-            KeyNumber("final test accuracy", get(a, "test_acc"), get(b, "test_acc"), "higher", " %"),
-            KeyNumber("final test loss", get(a, "test_loss"), get(b, "test_loss"), "lower"),
-            KeyNumber("final train loss", get(a, "train_loss"), get(b, "train_loss"), "lower"),
-            KeyNumber("steps", get(a, "steps"), get(b, "steps")),
-            KeyNumber("errors", get(a, "errors"), get(b, "errors"), "lower"),
-            KeyNumber("warnings", get(a, "warnings"), get(b, "warnings"), "lower"),
-            KeyNumber("info", get(a, "info"), get(b, "info")),
-            KeyNumber("clipped fraction", _pct(get(a, "clipped")), _pct(get(b, "clipped")), "", " %"),
-            KeyNumber("mean total gradient norm", get(a, "norm_mean"), get(b, "norm_mean")),
-            KeyNumber("max total gradient norm", get(a, "norm_max"), get(b, "norm_max")),
-            KeyNumber("trainable parameters", get(a, "trainable"), get(b, "trainable")),
-            KeyNumber("steps per second", get(a, "speed"), get(b, "speed"), "higher")]
+    fa, fb = _facts(a), _facts(b)
+    rows = [KeyNumber("status", fa["status"], fb["status"]),
+            KeyNumber("final test accuracy", fa["test_acc"], fb["test_acc"], "higher", " %"),
+            KeyNumber("final test loss", fa["test_loss"], fb["test_loss"], "lower"),
+            KeyNumber("final train loss", fa["train_loss"], fb["train_loss"], "lower"),
+            KeyNumber("steps", fa["steps"], fb["steps"]),
+            KeyNumber("errors", fa["errors"], fb["errors"], "lower"),
+            KeyNumber("warnings", fa["warnings"], fb["warnings"], "lower"),
+            KeyNumber("info", fa["info"], fb["info"]),
+            KeyNumber("clipped fraction", fa["clipped"], fb["clipped"], "", " %"),
+            KeyNumber("mean total gradient norm", fa["norm_mean"], fb["norm_mean"]),
+            KeyNumber("max total gradient norm", fa["norm_max"], fb["norm_max"]),
+            KeyNumber("trainable parameters", fa["trainable"], fb["trainable"]),
+            KeyNumber("steps per second", fa["speed"], fb["speed"], "higher")]
     return [r for r in rows if r.a is not None or r.b is not None]
-
-
-def _pct(value: Any) -> float | None:
-    x = as_number(value)
-    return None if x is None else 100 * x
 
 
 def judge(numbers: Sequence[KeyNumber], diff: FindingsDiff, names: tuple[str, str]) -> tuple[str, str, list[str]]:
@@ -153,7 +162,7 @@ def judge(numbers: Sequence[KeyNumber], diff: FindingsDiff, names: tuple[str, st
         n = by_name.get(metric)
         if n is None or n.change is None:
             continue
-        base = abs(as_number(n.a) or 0.0)
+        base = abs(_number(n.a) or 0.0)
         small = (abs(n.change) < ACCURACY_POINTS if metric == "final test accuracy"
                  else abs(n.change) <= LOSS_RELATIVE * max(base, 1e-12))
         unit = " points" if metric == "final test accuracy" else ""
@@ -203,7 +212,7 @@ def _numbers_table(numbers: Sequence[KeyNumber], names: tuple[str, str]) -> Tabl
 
 
 def _value(value: Any, suffix: str) -> Cell:
-    x = as_number(value)
+    x = _number(value)
     if x is None:
         return Cell("" if value is None else str(value))
     return Cell(fmt_number(value) + suffix, sort=repr(x), css="num")
@@ -218,7 +227,7 @@ def _names(names: Sequence[str]) -> tuple[str, str]:
     return a, b
 
 
-def build_compare(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]) -> ComparePage:
+def build_compare(a: RunRecord, b: RunRecord, names: tuple[str, str]) -> ComparePage:
     from gradscope.reports import figures as F
 
     diff = diff_findings(a, b)
@@ -233,22 +242,23 @@ def build_compare(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, 
     return page
 
 
-def render_compare(a: dict[str, Any], b: dict[str, Any], names: Sequence[str] = ("A", "B")) -> str:
+def render_compare(a: RunRecord | Mapping[str, Any], b: RunRecord | Mapping[str, Any],
+                   names: Sequence[str] = ("A", "B")) -> str:
     """A self-contained HTML page comparing run records ``a`` and ``b`` (before and after a fix)."""
     from markupsafe import Markup
 
-    check_record(a, "first record")
-    check_record(b, "second record")
+    first, second = as_run_record(a, "first record"), as_run_record(b, "second record")
     labels = _names(names)
-    page = build_compare(a, b, labels)
-    embedded = {"names": list(labels), "a": trim_record(a)[0], "b": trim_record(b)[0]}
+    page = build_compare(first, second, labels)
+    embedded = {"names": list(labels), "a": trim_record(first)[0].to_json(),
+                "b": trim_record(second)[0].to_json()}
     html = jinja_environment().get_template("compare.html").render(
         page=page, css=Markup(asset("report.css")), script=Markup(asset("report.js")),
         record_json=Markup(embed_json(embedded)))
     return defang(html)
 
 
-def write_compare(a: dict[str, Any], b: dict[str, Any], path: str | Path,
+def write_compare(a: RunRecord | Mapping[str, Any], b: RunRecord | Mapping[str, Any], path: str | Path,
                   names: Sequence[str] = ("A", "B")) -> Path:
     """Render the comparison and write it to ``path`` atomically; returns the path."""
     return write_text_atomic(render_compare(a, b, names), path)

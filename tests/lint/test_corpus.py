@@ -1,7 +1,6 @@
 """False-alarm corpora: this project's own code and the installed torchvision package."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -40,14 +39,10 @@ def test_the_project_lints_clean() -> None:
 
 
 @pytest.mark.slow
-def test_installed_torchvision_lints_clean_within_a_minute() -> None:
+def test_installed_torchvision_lints_clean() -> None:
+    # how long this takes is measured in benchmarks/bench_speed.py, not decided here
     package = Path(torchvision.__file__).parent
-    start = time.perf_counter()
     result = lint_paths([package])
-    elapsed = time.perf_counter() - start
-    print(f"\nlinted {result.files} torchvision files in {elapsed:.1f}s, "
-          f"{len(result.findings)} findings")
     assert result.files > 100
     assert result.errors == []
     assert above_info(result.findings) == []
-    assert elapsed < 60

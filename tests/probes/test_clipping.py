@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn.utils import clip_grad_norm_ as clip_imported_before_watch
 
 from gradscope.findings import Finding, Severity
+from gradscope.probes.clipping import ClipProbe
+from gradscope.records import ClipCall
 from gradscope.scope import watch
 
 STEPS = 6
@@ -48,8 +50,15 @@ def loss_of(model: nn.Module, step: int, micro: int = 0) -> torch.Tensor:
     return nn.functional.mse_loss(model(x), y)
 
 
-def clip_calls(scope: Any) -> list[dict[str, Any]]:
-    return scope.records.get("clipping", {}).get("calls", [])
+def clip_calls(scope: Any) -> list[ClipCall]:
+    rec = scope.records.get("clipping")
+    return rec.calls if rec is not None else []
+
+
+def clip_probe(scope: Any) -> ClipProbe:
+    probe = scope.get_probe("clipping")
+    assert isinstance(probe, ClipProbe)
+    return probe
 
 
 # --------------------------------------------------------------------------- GS403
@@ -154,7 +163,7 @@ def test_gs401_gs402_clip_rate(kind: str) -> None:
     max_norm = {"tiny": 1e-6, "huge": 1e6, "between": 10 * base}[kind]
     scope = _alternating_run(max_norm)
     found = scope.findings
-    fraction = scope.records["clipping"]["summary"]["clipped_fraction"]
+    fraction = scope.records["clipping"].summary.clipped_fraction
     if kind == "tiny":
         assert fraction == 1.0
         gs401 = only(found, "GS401")
@@ -172,7 +181,7 @@ def test_gs401_gs402_clip_rate(kind: str) -> None:
 
 def test_gs401_needs_enough_calls() -> None:
     scope = _alternating_run(1e-6, steps=4)
-    assert scope.records["clipping"]["summary"]["clipped_fraction"] == 1.0
+    assert scope.records["clipping"].summary.clipped_fraction == 1.0
     assert not codes(scope.findings) & {"GS401", "GS402"}
 
 
@@ -192,7 +201,7 @@ def test_gs405_value_clipping_saturation(clip_value: float) -> None:
             expected.append(over / sum(g.numel() for g in grads))
             nn.utils.clip_grad_value_(model.parameters(), clip_value)
             opt.step()
-    recorded = [c["saturated"] for c in clip_calls(scope)]
+    recorded = [c.saturated for c in clip_calls(scope)]
     assert recorded == pytest.approx(expected, rel=1e-12)
     gs405 = only(scope.findings, "GS405")
     if sum(expected) / len(expected) > 0.1:
@@ -226,7 +235,7 @@ def test_gs406_clipping_scaled_amp_gradients(unscale: bool) -> None:
     assert scope.steps == 3
     found = scope.findings
     gs406 = only(found, "GS406")
-    recorded = [c["total_norm"] for c in clip_calls(scope)]
+    recorded = [c.total_norm for c in clip_calls(scope)]
     assert recorded == [float(t) for t in totals]
     if unscale:
         assert gs406 == [] and max(recorded) < 100
@@ -267,6 +276,21 @@ def test_gs407_clip_after_every_micro_batch(style: str) -> None:
     assert "GS403" not in codes(found)
 
 
+def test_gs407_with_a_tensor_max_norm() -> None:
+    """A tensor threshold is not read (that would sync), but the call is still seen clipping
+    between the backward passes of one step."""
+    model, opt = make()
+    with watch(model, opt) as scope:
+        for step in range(3):
+            opt.zero_grad()
+            for micro in range(4):
+                (loss_of(model, step, micro) / 4).backward()
+                nn.utils.clip_grad_norm_(model.parameters(), torch.tensor(1.0))
+            opt.step()
+    gs407 = only(scope.findings, "GS407")
+    assert len(gs407) == 1 and "3 accumulation step(s)" in gs407[0].message
+
+
 # --------------------------------------------------------------------------- recorded norms
 
 
@@ -285,13 +309,13 @@ def test_recorded_pre_clip_norms_equal_get_total_norm() -> None:
             assert torch.equal(returned, by_hand[-1])
             opt.step()
     calls = clip_calls(scope)
-    assert [c["total_norm"] for c in calls] == [float(t) for t in by_hand]  # exact
-    assert any(c["acted"] for c in calls)
+    assert [c.total_norm for c in calls] == [float(t) for t in by_hand]  # exact
+    assert any(c.acted for c in calls)
     for c in calls:
-        assert c["clipped_norm"] == pytest.approx(min(c["total_norm"], 0.5), rel=1e-5)
+        assert c.clipped_norm == pytest.approx(min(c.total_norm, 0.5), rel=1e-5)
     grad_norm = scope.records["grad_norm"]
-    assert grad_norm["total_norm"] == pytest.approx([float(t) for t in by_hand], rel=1e-6)
-    assert grad_norm["parameter_norms"] == [pytest.approx(row, rel=1e-6) for row in per_param]
+    assert grad_norm.total_norm.tolist() == pytest.approx([float(t) for t in by_hand], rel=1e-6)
+    assert grad_norm.parameter_norms.tolist() == [pytest.approx(row, rel=1e-6) for row in per_param]
 
 
 def _clip_norm(model: nn.Module) -> Any:
@@ -339,7 +363,7 @@ def test_training_bitwise_identical_with_and_without_watch(clip: Callable[[nn.Mo
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
     calls = clip_calls(scope)
     assert len(calls) == 5
-    acted = [c.get("acted", c.get("saturated", 0) > 0) for c in calls]
+    acted = [c.acted if c.acted is not None else (c.saturated or 0) > 0 for c in calls]
     assert any(acted)  # the clip really changed gradients in this comparison
 
 
@@ -368,8 +392,8 @@ def test_calls_observed_however_imported(form: str, as_list: bool) -> None:
             assert float(nn.utils.get_total_norm([p.grad for p in model.parameters()])) <= 0.3 + 1e-5
             opt.step()
     calls = clip_calls(scope)
-    assert [c["kind"] for c in calls] == ["norm"] * 3
-    assert [c["total_norm"] for c in calls] == [float(r) for r in returned]
+    assert [c.kind for c in calls] == ["norm"] * 3
+    assert [c.total_norm for c in calls] == [float(r) for r in returned]
     assert "GS403" not in codes(scope.findings)
 
 
@@ -384,7 +408,7 @@ def test_one_observed_call_per_user_call() -> None:
                 total = nn.utils.get_total_norm([p.grad for p in model.parameters()])
                 nn.utils.clip_grads_with_norm_(model.parameters(), 0.3, total)
             opt.step()
-    kinds = [c["kind"] for c in clip_calls(scope)]
+    kinds = [c.kind for c in clip_calls(scope)]
     assert kinds == ["norm", "with_norm"] + ["norm"] * (STEPS - 1)
 
 
@@ -439,8 +463,8 @@ def test_patches_restored_on_exit(raises: bool) -> None:
     nn.utils.clip_grad_norm_(model.parameters(), 0.3)
     nn.utils.clip_grad_value_(model.parameters(), 0.3)
     clip_imported_before_watch(model.parameters(), 0.3)
-    assert scope.clipping.calls == [] and len(clip_calls(scope)) == seen
-    assert scope.clipping.misplaced == []
+    assert clip_probe(scope).calls == [] and len(clip_calls(scope)) == seen
+    assert clip_probe(scope).misplaced == []
 
 
 def test_plain_function_without_wrapper_is_patched_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -464,5 +488,5 @@ def test_plain_function_without_wrapper_is_patched_by_name(monkeypatch: pytest.M
     assert clip_module.clip_grad_value_ is plain_clip_grad_value_
     assert torch.nn.utils.clip_grad_value_ is plain_clip_grad_value_
     calls = clip_calls(scope)
-    assert [c["kind"] for c in calls] == ["value"] and calls[0]["saturated"] == 1.0
+    assert [c.kind for c in calls] == ["value"] and calls[0].saturated == 1.0
     assert all(float(p.grad.abs().max()) == pytest.approx(1e-7) for p in model.parameters())

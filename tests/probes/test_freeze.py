@@ -3,6 +3,7 @@ table, the fingerprint, and the ``freeze()`` helper, checked against plain PyTor
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from torch import nn
 
 from gradscope.errors import GradscopeError
 from gradscope.findings import Finding, Severity
-from gradscope.probes.freeze import fingerprint, format_freeze_table, freeze, frozen_subtrees
+from gradscope.probes.freeze import FreezeProbe, fingerprint, freeze, frozen_subtrees
 from gradscope.scope import watch
+from gradscope.textreport import format_freeze_table
 
 
 def codes(findings: list[Finding]) -> set[str]:
@@ -21,6 +23,12 @@ def codes(findings: list[Finding]) -> set[str]:
 
 def only(findings: list[Finding], code: str) -> list[Finding]:
     return [f for f in findings if f.code == code]
+
+
+def _freeze_probe(scope: Any) -> FreezeProbe:
+    probe = scope.get_probe("freeze")
+    assert isinstance(probe, FreezeProbe)
+    return probe
 
 
 class Net(nn.Module):
@@ -166,8 +174,8 @@ def test_gs302_fingerprint_sees_tiny_inplace_change(edit: bool) -> None:
     if edit:
         assert len(gs302) == 1 and gs302[0].where == "frozen"
         assert "frozen.weight" in gs302[0].message and "frozen.bias" not in gs302[0].message
-        table = {r["module"]: r for r in scope.freeze.table()}
-        assert table["frozen"]["changed"] == 1 and table["head"]["changed"] == 2
+        table = {r.module: r for r in _freeze_probe(scope).table()}
+        assert table["frozen"].changed == 1 and table["head"].changed == 2
     else:
         assert gs302 == []
 
@@ -258,7 +266,7 @@ def test_gs304_frozen_backbone_batchnorm_in_train_mode(backbone_eval: bool) -> N
     else:
         assert len(gs304) == 1 and gs304[0].where == "features"
         assert gs304[0].severity is Severity.WARNING and "2 BatchNorm" in gs304[0].message
-        assert scope.records["freeze"]["batchnorm_train_in_frozen"] == ["features.1", "features.4"]
+        assert scope.records["freeze"].batchnorm_train_in_frozen == ["features.1", "features.4"]
 
 
 # --------------------------------------------------------------------------- GS305
@@ -343,18 +351,18 @@ def test_resnet18_frozen_backbone_new_fc(capsys: pytest.CaptureFixture[str]) -> 
     assert len(gs306) == 1 and "fc.weight" in gs306[0].message and "5,130 of" in gs306[0].message
     assert "GS304" in codes(found)  # the recipe leaves the frozen BatchNorms in train mode
 
-    rows = {r["module"]: r for r in scope.freeze.table()}
+    rows = {r.module: r for r in _freeze_probe(scope).table()}
     owners = {n.rpartition(".")[0] for n, _ in model.named_parameters()}
     assert set(rows) == owners
     expected = {m: {"trainable": 0, "frozen": 0} for m in owners}
     for n, p in model.named_parameters():
         expected[n.rpartition(".")[0]]["trainable" if p.requires_grad else "frozen"] += p.numel()
     for m, counts in expected.items():
-        assert (rows[m]["trainable"], rows[m]["frozen"]) == (counts["trainable"], counts["frozen"])
-    assert rows["fc"]["trainable"] == 5130 and rows["fc"]["in_optimizer"] == 5130
-    assert rows["fc"]["lr"] == [1e-3] and rows["fc"]["changed"] == 2
-    assert rows["conv1"]["frozen"] == 64 * 3 * 7 * 7 and rows["conv1"]["not_in_optimizer"] == 9408
-    assert rows["layer4.1.bn2"]["changed"] == 0 and rows["layer4.1.bn2"]["lr"] == []
+        assert (rows[m].trainable, rows[m].frozen) == (counts["trainable"], counts["frozen"])
+    assert rows["fc"].trainable == 5130 and rows["fc"].in_optimizer == 5130
+    assert rows["fc"].lr == [1e-3] and rows["fc"].changed == 2
+    assert rows["conv1"].frozen == 64 * 3 * 7 * 7 and rows["conv1"].not_in_optimizer == 9408
+    assert rows["layer4.1.bn2"].changed == 0 and rows["layer4.1.bn2"].lr == []
 
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split() == ["module", "trainable", "frozen", "in", "optimizer", "lr", "changed"]
@@ -362,7 +370,7 @@ def test_resnet18_frozen_backbone_new_fc(capsys: pytest.CaptureFixture[str]) -> 
     by_name = {line.split()[0]: line.split() for line in printed[1:]}
     assert by_name["fc"] == ["fc", "5,130", "0", "all", "0.001", "2/2"]
     assert by_name["conv1"] == ["conv1", "0", "9,408", "none", "-", "0/1"]
-    assert scope.freeze_table() == format_freeze_table(scope.freeze.table())
+    assert scope.freeze_table() == format_freeze_table(_freeze_probe(scope).table())
 
 
 # --------------------------------------------------------------------------- helpers

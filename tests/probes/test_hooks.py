@@ -80,7 +80,7 @@ def test_gs601_healthy_twin_registered_once() -> None:
     model[2].weight.register_hook(_noop_tensor_hook)
     scope = _train(model, activations="all", strict=True)
     assert not _codes(scope, "GS601")
-    counts = scope.records["hooks"]["hook_counts"]
+    counts = scope.records["hooks"].hook_counts
     assert counts == {"module 0": 1, "parameter 2.weight": 1}, "gradscope's own hooks are not counted"
 
 

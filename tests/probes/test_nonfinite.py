@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from gradscope.errors import NonFiniteError
+from gradscope.records import NonFiniteRecord
 from gradscope.scope import watch
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -142,8 +143,8 @@ def test_gs205_names_the_step_and_first_parameter_in_backward_order_after_nan_we
     [f] = _findings(scope, "GS205")
     assert f.where == want
     assert f"at step {k}" in f.message and f"module {want.rpartition('.')[0]}" in f.message
-    stats = scope.records["grad_norm"]["parameter_stats"]
-    assert stats[want]["first_nonfinite_step"] == k
+    rec = scope.records["grad_norm"]
+    assert rec.parameter_stats.row(rec.parameters.index(want)).first_nonfinite_step == k
 
 
 def test_gs205_a_custom_function_with_a_nan_gradient_names_the_layer_below_it() -> None:
@@ -180,8 +181,8 @@ def test_a_finite_run_has_no_nonfinite_findings() -> None:
             nn.functional.mse_loss(model(_data(step)[0]), _data(step)[1]).backward()
             opt.step()
     assert not _findings(scope, "GS205") and not _findings(scope, "GS206")
-    assert scope.records["nonfinite"] == {"first_nonfinite_output_step": None,
-                                          "first_nonfinite_loss_step": None, "located": {}}
+    assert scope.records["nonfinite"] == NonFiniteRecord(first_nonfinite_output_step=None,
+                                                         first_nonfinite_loss_step=None, located={})
 
 
 # ---- GS206 -------------------------------------------------------------------------------------------
@@ -251,8 +252,8 @@ def test_gs206_names_the_loss_when_the_output_is_finite() -> None:
             nn.functional.mse_loss(model(x), y).backward()
     [f] = _findings(scope, "GS206")
     assert f.where == "loss" and "at step 1" in f.message
-    assert scope.records["nonfinite"]["first_nonfinite_loss_step"] == 1
-    assert scope.records["nonfinite"]["first_nonfinite_output_step"] is None
+    assert scope.records["nonfinite"].first_nonfinite_loss_step == 1
+    assert scope.records["nonfinite"].first_nonfinite_output_step is None
 
 
 # ---- the localisation re-run changes nothing ---------------------------------------------------------
@@ -284,7 +285,8 @@ class BNDropNet(nn.Module):
         return self.head(self.bad(torch.relu(self.drop(self.bn(self.fc(self.count(x)))))))
 
 
-def _bn_drop_run(watched: bool, k: int = 3, steps: int = 8) -> tuple[nn.Module, torch.optim.Optimizer, list, torch.Tensor, Any]:
+def _bn_drop_run(watched: bool, k: int = 3, steps: int = 8
+                 ) -> tuple[nn.Module, torch.optim.Optimizer, list, torch.Tensor, Any]:
     torch.manual_seed(0)
     model = BNDropNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -341,7 +343,7 @@ def test_after_divergence_the_forward_is_rerun_once_not_every_step() -> None:
             opt.step()
     assert not torch.isfinite(model[0].weight).all()
     assert bad.calls == 12 + 1
-    assert scope.records["nonfinite"]["located"] == {"2": "1"}
+    assert scope.records["nonfinite"].located == {"2": "1"}
 
 
 # ---- strict mode ---------------------------------------------------------------------------------------

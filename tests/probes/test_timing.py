@@ -1,15 +1,19 @@
-"""The timing probe: phases of each step, warm-up left out, agreement with torch.utils.benchmark."""
+"""The timing probe: every phase of a step is measured and they add up; the input-bound rule
+(GS510) is judged on synthetic timings, so no test here depends on how fast the machine is."""
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils import benchmark as torch_benchmark
 
-from gradscope.probes.timing import PHASES
+from gradscope.judges.timing import judge_timing
+from gradscope.records import ModelInfo, PhaseStats, RunRecord, TimingRecord, TimingSummary
+from gradscope.records.timing import PHASES
 from gradscope.scope import watch
+from gradscope.thresholds import Thresholds
 
 
 def _setup(width: int = 256, batch: int = 128) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
@@ -38,74 +42,71 @@ def test_every_phase_is_timed_and_adds_up_to_the_step() -> None:
     with watch(model, opt, probes=["timing", "clipping"]) as scope:
         _train(scope, model, opt, x, y, steps=12, clip=True)
     rec = scope.records["timing"]
-    assert rec["columns"] == list(PHASES)
-    assert list(rec["phases"]) == list(PHASES)  # the summary, phase by phase
-    assert rec["steps"] == list(range(12))
-    assert rec["steps_measured"] == 12 - rec["warmup_steps"]
-    for row in rec["ms"][rec["warmup_steps"]:]:
-        named = dict(zip(PHASES, row))
+    assert rec.columns == list(PHASES)
+    assert rec.summary is not None and list(rec.summary.phases) == list(PHASES)
+    assert rec.steps == list(range(12))
+    assert rec.summary.steps_measured == 12 - rec.warmup_steps
+    for row in rec.ms[rec.warmup_steps:]:
+        named = dict(zip(PHASES, row.tolist()))
         for phase in ("forward", "backward", "clip", "optimizer"):
             assert named[phase] > 0, phase
         parts = sum(named[p] for p in ("data", "h2d", "forward", "backward", "clip", "optimizer"))
         assert parts + named["other"] == pytest.approx(named["step"], rel=1e-6, abs=1e-6)
         assert parts <= named["step"] * 1.0001
-    assert rec["clock"] == "perf_counter_ns"
-    assert rec["steps_per_second"] == pytest.approx(1000.0 / rec["phases"]["step"]["median_ms"])
+    assert rec.clock == "perf_counter_ns"
+    assert rec.summary.steps_per_second == pytest.approx(1000.0 / rec.summary.phases["step"].median_ms)
 
 
-def test_step_time_agrees_with_torch_utils_benchmark() -> None:
-    model, opt, x, y = _setup(width=384, batch=256)
-
-    def step() -> None:
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread for both clocks: less scheduling noise on a busy machine
-    try:
-        for _ in range(5):
-            step()
-        reference: list[float] = []
-        ours: list[float] = []
-        with watch(model, opt, probes=["timing"]) as scope:
-            for _ in range(3):  # alternate the two clocks so that load affects both alike
-                timer = torch_benchmark.Timer("step()", globals={"step": step}, num_threads=1)
-                reference += timer.blocked_autorange(min_run_time=0.3).times
-                for _ in range(12):
-                    step()
-        ours = [row[PHASES.index("step")] / 1e3 for row in scope.records["timing"]["ms"][5:]]
-    finally:
-        torch.set_num_threads(threads)
-    # The same step measured by two clocks agrees within noise; the best times are the steadiest.
-    assert 0.75 < min(ours) / min(reference) < 1.35, (min(ours), min(reference))
-
-
-def test_input_bound_training_is_reported_and_a_fed_loop_is_not() -> None:
+def test_the_data_phase_is_what_the_loop_marks() -> None:
     model, opt, x, y = _setup(width=64, batch=32)
-    with watch(model, opt, probes=["timing"]) as slow:
-        _train(slow, model, opt, x, y, steps=12, data_sleep=0.02)
-    codes = [f.code for f in slow.findings]
-    assert codes == ["GS510"]
-    assert "input-bound" in slow.findings[0].message
-    model, opt, x, y = _setup(width=64, batch=32)
-    with watch(model, opt, probes=["timing"]) as fed:
-        _train(fed, model, opt, x, y, steps=12)
-    assert "GS510" not in [f.code for f in fed.findings]
+    with watch(model, opt, probes=["timing"]) as scope:
+        _train(scope, model, opt, x, y, steps=8, data_sleep=0.001)
+    data = scope.records["timing"].column("data")
+    assert len(data) == 8 and all(ms > 0 for ms in data)  # each marked phase was measured
+    with watch(model, opt, probes=["timing"]) as unmarked:
+        for _ in range(8):
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    assert unmarked.records["timing"].column("data") == [0.0] * 8  # nothing marked, nothing measured
 
 
-def test_the_share_is_a_threshold() -> None:
-    model, opt, x, y = _setup(width=64, batch=32)
-    with watch(model, opt, probes=["timing"], thresholds={"input_bound_share": 0.99}) as scope:
-        _train(scope, model, opt, x, y, steps=12, data_sleep=0.005)
-    assert "GS510" not in [f.code for f in scope.findings]
+def _timed(data_ms: float, step_ms: float, steps: int = 20) -> RunRecord:
+    """A run whose median step waited ``data_ms`` for its batch out of ``step_ms``."""
+    phases = {p: PhaseStats(0.0, 0.0, 0.0) for p in PHASES}
+    phases["data"] = PhaseStats(data_ms, data_ms, data_ms)
+    phases["step"] = PhaseStats(step_ms, step_ms, step_ms)
+    rec = TimingRecord(steps=list(range(steps + 5)), ms=np.zeros((steps + 5, len(PHASES))),
+                       summary=TimingSummary(steps_measured=steps, phases=phases,
+                                             steps_per_second=1000.0 / step_ms))
+    return RunRecord(model=ModelInfo(class_name="Net"), steps=steps + 5, probes={"timing": rec})
+
+
+@pytest.mark.parametrize(("data_ms", "step_ms", "share", "flagged"), [
+    (20.0, 21.0, 0.3, True),     # the step waits for the loader
+    (0.2, 21.0, 0.3, False),     # a fed loop
+    (5.0, 10.0, 0.3, True),      # half the step
+    (5.0, 10.0, 0.6, False),     # the share is a threshold
+    (2.9, 10.0, 0.3, False),     # just under it
+], ids=["input-bound", "fed", "half", "half-under-a-higher-threshold", "just-under"])
+def test_input_bound_rule(data_ms: float, step_ms: float, share: float, flagged: bool) -> None:
+    run = _timed(data_ms, step_ms)
+    found = judge_timing(run.probes["timing"], run, Thresholds(input_bound_share=share))
+    assert [f.code for f in found] == (["GS510"] if flagged else [])
+    if flagged:
+        assert "input-bound" in found[0].message and f"{data_ms:.1f} ms" in found[0].message
+
+
+def test_input_bound_rule_needs_steps_past_the_warm_up() -> None:
+    run = _timed(20.0, 21.0, steps=4)
+    assert judge_timing(run.probes["timing"], run, Thresholds()) == []
 
 
 def test_gradscope_overhead_is_measured_separately() -> None:
     model, opt, x, y = _setup(width=64, batch=32)
     with watch(model, opt) as scope:
         _train(scope, model, opt, x, y, steps=10)
-    phases = scope.timing.summary()["phases"]
-    assert phases["gradscope"]["median_ms"] > 0
-    assert phases["gradscope"]["median_ms"] < phases["step"]["median_ms"]
+    summary = scope.records["timing"].summary
+    assert summary is not None
+    assert summary.phases["gradscope"].median_ms > 0
+    assert summary.phases["gradscope"].median_ms < summary.phases["step"].median_ms

@@ -3,6 +3,7 @@ an error (the page marks ``<body data-ready="1">`` only then), tables sort, and 
 of the top of the page is not blank. Skipped when Chromium is not installed."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gradscope.findings import Finding, Severity
 from gradscope.reports.compare import write_compare
 from gradscope.reports.html import write_html
 
@@ -108,8 +110,7 @@ def test_the_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
 def test_the_compare_page_loads_without_script_errors(tmp_path: Path) -> None:
     module = _load_test_html()
     record = module.big_record(blocks=4, per_block=5, steps=300)
-    fixed = dict(record, findings=[{"code": "GS203", "severity": "warning", "where": "encoder", "message": "m",
-                                    "hint": "h"}])
+    fixed = dataclasses.replace(record, findings=[Finding("GS203", Severity.WARNING, "encoder", "m", "h")])
     page = write_compare(record, fixed, tmp_path / "diff.html", names=("before", "after"))
     done = browse(page.resolve().as_uri(), tmp_path / "profile", "--dump-dom")
     attrs = body_attrs(done.stdout)

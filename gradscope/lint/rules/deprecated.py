@@ -47,7 +47,7 @@ def check(src: SourceFile) -> Iterator[Hit]:
 def _marked(src: SourceFile, expr: ast.AST, *, called: bool) -> Iterator[Hit]:
     name = src.qualname(expr)
     obj = torch_api.resolve(name) if name else None
-    if obj is None:
+    if name is None or obj is None:
         return
     message = torch_api.deprecation(obj, called=called)
     if message is not None:

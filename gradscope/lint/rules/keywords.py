@@ -35,7 +35,7 @@ def check(src: SourceFile) -> Iterator[Hit]:
             continue
         name = src.qualname(node.func)
         obj = torch_api.resolve(name) if name else None
-        if obj is None or not callable(obj):
+        if name is None or obj is None or not callable(obj):
             continue
         sig = torch_api.signature(obj)
         if sig is None or torch_api.accepts_any_keyword(sig):
@@ -44,7 +44,7 @@ def check(src: SourceFile) -> Iterator[Hit]:
         for keyword in keywords:
             if keyword.arg in accepted:
                 continue
-            close = difflib.get_close_matches(keyword.arg, accepted, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(keyword.arg or "", accepted, n=1, cutoff=0.5)
             short = name.rsplit(".", 1)[-1]
             suggestion = (f"did you mean {close[0]}?" if close
                           else f"it takes {', '.join(accepted) or 'no keywords'}")

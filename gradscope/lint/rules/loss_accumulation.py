@@ -22,7 +22,8 @@ def check(src: SourceFile) -> Iterator[Hit]:
     ``lst.append(E)``, where ``E`` carries a loss tensor: a name bound in the loop from a loss
     call (``loss_fn(...)``, ``criterion(...)``, a ``torch.nn.functional`` loss such as
     ``F.cross_entropy``, an instance of an ``nn.*Loss`` class, any callable named as a loss:
-    ``loss_fn``, ``compute_loss``, ``celoss``, ``criterion``), a name that receives ``.backward()`` in the loop, or such a
+    ``loss_fn``, ``compute_loss``, ``celoss``, ``criterion``), a name that receives ``.backward()``
+    in the loop, or such a
     call written inline; through arithmetic and graph-keeping methods (``loss * n``,
     ``loss.cpu()``, ``loss.mean()``) and torch functions. Appending keeps the tensor, and its
     graph, alive exactly like summing does, so ``losses.append(loss)`` is flagged too.
@@ -186,7 +187,8 @@ def _detached(src: SourceFile, value: ast.AST) -> bool:
 def _reaches_backward_or_return(src: SourceFile, at: ast.AST, accumulator: str) -> bool:
     """Whether the accumulated value is differentiated or handed back: then keeping graphs is the point."""
     owner = src.enclosing_function(at) or src.tree
-    body = owner.body if isinstance(owner.body, list) else [owner.body]
+    found = getattr(owner, "body", [])
+    body = found if isinstance(found, list) else [found]
     nodes = list(walk_code(body))
     names = {accumulator}
     changed = True

@@ -81,7 +81,7 @@ def _is_softmax(src: SourceFile, expr: ast.AST, forward: ast.AST, cls: ast.Class
     if depth > 4:
         return False
     if isinstance(expr, ast.Name):
-        assigned = [n for n in walk_code(forward.body) if isinstance(n, ast.Assign)
+        assigned = [n for n in walk_code(getattr(forward, "body", [])) if isinstance(n, ast.Assign)
                     and any(isinstance(t, ast.Name) and t.id == expr.id for t in n.targets)
                     and position(n) < position(at)]
         if not assigned:

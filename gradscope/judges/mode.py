@@ -1,0 +1,33 @@
+"""GS504 from the mode record."""
+from __future__ import annotations
+
+from gradscope.findings import Finding, finding
+from gradscope.records.mode import ModeRecord
+from gradscope.records.run import RunRecord
+from gradscope.thresholds import Thresholds
+
+
+def _at(step: int | None) -> str:
+    return f"first at step {step}" if step is not None else "at some step"
+
+
+def judge_mode(rec: ModeRecord, run: RunRecord, th: Thresholds) -> list[Finding]:
+    out: list[Finding] = []
+    if rec.evaluation_in_train_mode:
+        names = sorted(rec.evaluation_in_train_mode)
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        out.append(finding(
+            "GS504", names[0] if len(names) == 1 else run.root_name,
+            f"evaluation (a forward under torch.no_grad/inference_mode, "
+            f"{_at(rec.first_evaluation_in_train_mode_step)}) ran with {shown} in train mode: dropout "
+            "stays random and BatchNorm uses batch statistics and updates its running ones, so test "
+            "numbers are wrong and the model changes while being evaluated.",
+            "Call model.eval() before evaluating, and model.train() again before training."))
+    if rec.training_steps_in_eval_mode:
+        out.append(finding(
+            "GS504", run.root_name,
+            f"training ran with the model in eval mode ({rec.training_steps_in_eval_mode} backward "
+            f"pass(es), {_at(rec.first_training_in_eval_mode_step)}): dropout is off and BatchNorm "
+            "statistics are frozen during training.",
+            "Call model.train() at the start of each training epoch (after evaluating)."))
+    return out

@@ -1,0 +1,31 @@
+"""GS208 from the update-ratio record."""
+from __future__ import annotations
+
+import numpy as np
+
+from gradscope.findings import Finding, finding
+from gradscope.records.run import RunRecord
+from gradscope.records.update_ratio import UpdateRatioRecord
+from gradscope.thresholds import Thresholds
+
+
+def judge_update_ratio(rec: UpdateRatioRecord, run: RunRecord, th: Thresholds) -> list[Finding]:
+    if rec.ratios.size == 0:
+        return []
+    out = []
+    for j, layer in enumerate(rec.layers):
+        col = rec.ratios[:, j]
+        col = col[np.isfinite(col) & (col > 0)]  # layers that never moved belong to GS305 and GS302
+        if col.size == 0:
+            continue
+        median = float(np.sort(col)[(col.size - 1) // 2])  # the lower median, as torch.median takes
+        if median < th.update_ratio_low or median > th.update_ratio_high:
+            side = "small" if median < th.update_ratio_low else "large"
+            out.append(finding(
+                "GS208", layer,
+                f"the median update-to-weight ratio of {layer} is {median:.2g} over {col.size} sampled "
+                f"steps (healthy is about 1e-3; this is {side}, outside {th.update_ratio_low:g}.."
+                f"{th.update_ratio_high:g}): "
+                + ("it barely learns." if side == "small" else
+                   "each step rewrites a large share of the weights.")))
+    return out

@@ -1,0 +1,47 @@
+"""Typed records: what probes captured and what a run left behind, with JSON in and out.
+
+Probes return these (``Probe.record()``), judges read them, and the reports are views of them.
+Nothing here imports torch. Importing this package declares every built-in probe's record type,
+so that ``RunRecord.from_json`` can read them by probe name.
+"""
+from __future__ import annotations
+
+from gradscope.records.activation_grad import ActivationGradRecord, TensorGradRecord, TensorSeries
+from gradscope.records.base import Matrix, ProbeRecord, Record, Vector, probe_record_type
+from gradscope.records.clipping import ClipCall, ClipEvent, ClippingRecord, ClipSummary
+from gradscope.records.dead_units import DeadUnits, DeadUnitsRecord
+from gradscope.records.freeze import FreezeRecord, FreezeRow, TensorState
+from gradscope.records.grad_norm import GradNormRecord
+from gradscope.records.hooks import HookChange, HookSample, HooksRecord
+from gradscope.records.io import load_record, read_json, write_record, write_text_atomic
+from gradscope.records.mode import ModeRecord
+from gradscope.records.nonfinite import NonFiniteRecord
+from gradscope.records.run import (
+                                   SCHEMA,
+                                   VERSION,
+                                   Curves,
+                                   Environment,
+                                   ModelInfo,
+                                   ModuleNode,
+                                   Registration,
+                                   RunInfo,
+                                   RunRecord,
+                                   RunStatus,
+                                   Unregistered,
+                                   WatchedModel,
+)
+from gradscope.records.stats import Stats, StatsTable
+from gradscope.records.timing import PhaseStats, TimingRecord, TimingSummary
+from gradscope.records.update_ratio import UpdateRatioRecord
+from gradscope.records.zero_grad import ZeroGradRecord
+
+__all__ = [
+    "SCHEMA", "VERSION", "ActivationGradRecord", "ClipCall", "ClipEvent", "ClipSummary",
+    "ClippingRecord", "Curves", "DeadUnits", "DeadUnitsRecord", "Environment", "FreezeRecord",
+    "FreezeRow", "GradNormRecord", "HookChange", "HookSample", "HooksRecord", "Matrix",
+    "ModeRecord", "ModelInfo", "ModuleNode", "NonFiniteRecord", "PhaseStats", "ProbeRecord",
+    "Record", "Registration", "RunInfo", "RunRecord", "RunStatus", "Stats", "StatsTable",
+    "TensorGradRecord", "TensorSeries", "TensorState", "TimingRecord", "TimingSummary",
+    "Unregistered", "UpdateRatioRecord", "Vector", "WatchedModel", "ZeroGradRecord", "load_record",
+    "probe_record_type", "read_json", "write_record", "write_text_atomic",
+]

@@ -1,0 +1,16 @@
+"""The non-finite probe's record: where NaN/Inf first reached the forward output or the loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gradscope.records.base import ProbeRecord
+
+
+@dataclass(frozen=True)
+class NonFiniteRecord(ProbeRecord, probe="nonfinite"):
+    """``located`` maps a step (as text) to the first module whose output was non-finite, or
+    "input" when the batch already was."""
+
+    first_nonfinite_output_step: int | None = None
+    first_nonfinite_loss_step: int | None = None
+    located: dict[str, str] = field(default_factory=dict)
