@@ -30,13 +30,14 @@ from torch.autograd import Variable
 from torch.utils.hooks import RemovableHandle
 
 from gradscope import __version__
+from gradscope.distributed import World, clean_name, fsdp1_flat_parameters, is_fsdp1, reductions, unwrap
 from gradscope.errors import GradscopeError
 from gradscope.findings import Finding
 from gradscope.probes import DEFAULT_PROBES, PROBE_NAMES, judge_run
 from gradscope.probes.base import ActivationSpec, Probe, RunState, StepOn, WatchOptions
 from gradscope.probes.freeze import FreezeProbe
 from gradscope.probes.tensor_grad import TensorProbe
-from gradscope.records import ModelInfo, ProbeRecord, RunRecord, write_record
+from gradscope.records import DistributedInfo, ModelInfo, ProbeRecord, RunRecord, write_record
 from gradscope.textreport import format_freeze_table
 from gradscope.thresholds import Thresholds
 
@@ -74,9 +75,15 @@ def _trainable(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
     params: list[nn.Parameter] = []
     for name, p in model.named_parameters():  # tied parameters come once, under their first name
         if p.requires_grad:
-            names.append(name)
+            names.append(clean_name(name))
             params.append(p)
     return names, params
+
+
+def _root_class(model: nn.Module) -> str:
+    """The class the user wrote (FSDP1 wraps it in FullyShardedDataParallel)."""
+    inner = getattr(model, "_fsdp_wrapped_module", None) if is_fsdp1(model) else None
+    return type(inner if isinstance(inner, nn.Module) else model).__name__
 
 
 def _layers(names: list[str], root: str) -> tuple[list[str], list[int]]:
@@ -181,13 +188,20 @@ class Scope:
             activations=activations, step_on=step_on, flush_every=flush_every,
             max_kept_steps=max_kept_steps, strict=strict, dead_units_every=dead_units_every,
             update_ratio_every=update_ratio_every, thresholds=Thresholds.of(thresholds))
-        names, params = _trainable(self.model)
-        root = type(self.model).__name__
+        self.unwrapped = unwrap(self.model)
+        inner = self.unwrapped.inner
+        names, params = _trainable(inner)
+        root = _root_class(inner)
         layer_names, owner = _layers(names, root)
         self.run = RunState(
-            model=self.model, optimizers=self.optimizers, options=self.options, root_name=root,
-            module_names={id(m): n for n, m in self.model.named_modules(remove_duplicate=False)},
-            param_names=names, params=params, param_layer=owner, layer_names=layer_names)
+            model=inner, optimizers=self.optimizers, options=self.options, root_name=root,
+            module_names={id(m): clean_name(n) for n, m in inner.named_modules(remove_duplicate=False)},
+            param_names=names, params=params, param_layer=owner, layer_names=layer_names,
+            root=self.model, reductions=reductions(inner, params))
+        if self.unwrapped.strategy == "fsdp1" and any(n.endswith("_flat_param") for n in names):
+            self.run.notes.append(
+                "FSDP1 with use_orig_params=False: gradient norms are per FSDP unit (its flat parameter), "
+                "named by the unit's module; wrap with use_orig_params=True for per-parameter norms.")
         self.probes: list[Probe] = build_probes(self.options, bool(self.optimizers), probes)
         self.run.probes = {p.name: p for p in self.probes}
         self._handles: list[RemovableHandle] = []
@@ -209,10 +223,16 @@ class Scope:
         return self
 
     def _attach(self) -> None:
+        self.run.world = World.current()
         try:
             for i, p in enumerate(self.run.params):
                 self._handles.append(
                     p.register_post_accumulate_grad_hook(functools.partial(self._on_grad, i)))
+            for flat in fsdp1_flat_parameters(self.run.model, self.run.params):
+                # FSDP1 with use_orig_params=True runs no hook on the original parameters: the
+                # flat parameters' own hooks are the tick, the original ones hold the gradients
+                self._handles.append(flat.register_post_accumulate_grad_hook(
+                    functools.partial(self._on_grad, None)))
             if self.step_on == "optimizer":
                 clock = self.optimizers[0]
                 self._handles.append(clock.register_step_pre_hook(self._on_step_pre))
@@ -251,7 +271,8 @@ class Scope:
         try:
             if self.run.backwards_in_step and (keep_partial_step or self.step_on == "manual"):
                 self._end_step()
-            self._flush()
+            # after an error, another rank may never reach this point: no collectives then
+            self._flush(collective=not keep_partial_step)
         finally:
             self._detach()
 
@@ -262,8 +283,8 @@ class Scope:
             probe.detach()
 
     # ---- the clock -----------------------------------------------------------------------------
-    def _on_grad(self, index: int, _param: torch.Tensor) -> None:
-        if self._recording_order:
+    def _on_grad(self, index: int | None, _param: torch.Tensor) -> None:
+        if self._recording_order and index is not None:
             self.run.backward_order.append(index)
         # One callback per backward pass (graph task). Keyed by the task, not a plain flag, so that
         # a backward that raised before its end (an out-of-memory retried by the user) cannot
@@ -271,7 +292,16 @@ class Scope:
         task = _graph_task_id()
         if task != self._queued_task:
             self._queued_task = task
-            Variable._execution_engine.queue_callback(self._on_backward_end)
+            Variable._execution_engine.queue_callback(self._defer)
+
+    def _defer(self) -> None:
+        # The engine runs end-of-backward callbacks first in, first out, and one queued from a
+        # callback after all those already queued. DDP queues its finaliser (which waits for the
+        # all-reduce and writes the averaged .grad) after this scope's first hook fired, FSDP
+        # queues its own final callback too: queueing once more from here reads the gradients
+        # after all of them, averaged or reduce-scattered, still before any clipping, with no
+        # extra sync or collective.
+        Variable._execution_engine.queue_callback(self._on_backward_end)
 
     def _on_backward_end(self) -> None:
         started = time.perf_counter_ns()
@@ -321,12 +351,24 @@ class Scope:
         if run.step - run.flushed_until >= run.flush_every:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, collective: bool = True) -> None:
+        """Move the device rows to the host. ``collective``: every rank is at the same point (the
+        step clock, a normal close), so sharded statistics may be reduced over ranks."""
         run = self.run
         steps = list(range(run.flushed_until, run.step))
-        for probe in self.probes:
-            probe.flush(steps)
+        run.collective = collective and run.world.collectives
+        try:
+            for probe in self.probes:
+                probe.flush(steps)
+        finally:
+            run.collective = False
         run.flushed_until = run.step
+
+    def _refresh(self) -> None:
+        """Bring the host data up to date for a read in mid-run. In a distributed run that would
+        take collectives that the other ranks are not issuing: serve the last flush instead."""
+        if not self._closed and not self.run.world.collectives:
+            self._flush(collective=False)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -368,8 +410,7 @@ class Scope:
 
     def freeze_table(self) -> str:
         """Per module: trainable and frozen counts, optimizer coverage, lr, and what changed."""
-        if not self._closed:
-            self._flush()
+        self._refresh()
         probe = self.run.probes.get(FreezeProbe.name)
         rows = probe.table() if isinstance(probe, FreezeProbe) else []
         return format_freeze_table(rows)
@@ -392,8 +433,7 @@ class Scope:
     @property
     def records(self) -> dict[str, ProbeRecord]:
         """What each probe captured, by probe name (probes with nothing to say are left out)."""
-        if not self._closed:
-            self._flush()
+        self._refresh()
         out: dict[str, ProbeRecord] = {}
         for p in self.probes:
             rec = p.record()
@@ -411,7 +451,26 @@ class Scope:
                             device=str(run.params[0].device) if run.params else "cpu"),
             steps=run.step, backwards=run.backwards, step_on=self.step_on,
             optimizers=[type(o).__name__ for o in self.optimizers], grad_scaler=bool(run.scalers),
+            distributed=self._distributed(), notes=list(run.notes),
             thresholds=dataclasses.asdict(self.options.thresholds), probes=self.records)
+
+    def _distributed(self) -> DistributedInfo | None:
+        world, run = self.run.world, self.run
+        strategy = self.unwrapped.strategy
+        if world.world_size == 1 and strategy == "none" and not self.unwrapped.compiled:
+            return None
+        sharded = sum(r.sharded for r in run.reductions)
+        if sharded:
+            how = (f"{sharded} sharded parameter tensor(s): squared norms of the local shards summed over "
+                   "the shard ranks with one all-reduce per flush, then the root")
+        elif world.world_size > 1:
+            how = ("none needed: gradients are read after DDP's all-reduce, so every rank records the "
+                   "averaged gradient")
+        else:
+            how = "none (one process)"
+        return DistributedInfo(world_size=world.world_size, rank=world.rank, backend=world.backend,
+                               strategy=strategy, compiled=self.unwrapped.compiled, reduction=how,
+                               sharded_parameters=sharded)
 
     def to_record(self) -> RunRecord:
         """The record of this run: findings, captured statistics, and what was watched."""

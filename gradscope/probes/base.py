@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from gradscope.distributed import Reduction, World
 from gradscope.findings import Finding
 from gradscope.records.base import ProbeRecord
 from gradscope.thresholds import Thresholds
@@ -50,7 +51,7 @@ class RunState:
     """What the scope knows about the run. The scope advances the clock; probes read it, and a
     few shared facts are written by the probe that learns them (``scalers``, ``locating``)."""
 
-    model: nn.Module
+    model: nn.Module                             # the user's module, unwrapped: names and submodule hooks
     optimizers: list[torch.optim.Optimizer]
     options: WatchOptions
     root_name: str
@@ -70,6 +71,22 @@ class RunState:
     scalers: list[Any] = field(default_factory=list)  # torch.amp.GradScaler objects seen scaling a loss
     locating: bool = False                       # the non-finite probe's re-run is in progress
     probes: dict[str, Probe] = field(default_factory=dict)  # the scope's probes, by name
+    root: nn.Module | None = None                # what the user passed (a DDP or compile wrapper): root hooks
+    reductions: list[Reduction] = field(default_factory=list)  # per parameter: how it is sharded
+    world: World = field(default_factory=World)
+    collective: bool = False                     # the flush in progress may use collectives
+    notes: list[str] = field(default_factory=list)  # what the record should say about the capture
+
+    @property
+    def wrapper(self) -> nn.Module:
+        """The module to put root-level forward hooks on: the outermost one, so that they run
+        eagerly even when the model inside is compiled, and see the whole call."""
+        return self.root if self.root is not None else self.model
+
+    @property
+    def sharded(self) -> bool:
+        """Some parameter is sharded over ranks (FSDP): its statistics need collectives."""
+        return any(r.sharded for r in self.reductions)
 
     @property
     def flush_every(self) -> int:

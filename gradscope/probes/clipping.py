@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.utils.clip_grad as clip_module
 
+from gradscope.distributed import is_dtensor, local
 from gradscope.judges.clipping import judge_clipping
 from gradscope.norms import clip_coefficient
 from gradscope.probes.base import Probe
@@ -129,6 +130,15 @@ class _Patches:
                     if getattr(module, public, None) is wrapper:
                         self.attrs.append((module, public, wrapper))
                         setattr(module, public, observed)
+        fsdp = _fsdp1_class()
+        if fsdp is not None and "clip_grad_norm_" in fsdp.__dict__:
+            # FSDP1 clips its shards itself (local norms, an all-reduce, grad.mul_) and never calls
+            # torch's clip functions: observe its method, with the module's parameters as the call's
+            original = fsdp.__dict__["clip_grad_norm_"]
+            self.attrs.append((fsdp, "clip_grad_norm_", original))
+            fsdp.clip_grad_norm_ = self._observer(
+                "norm", "FullyShardedDataParallel.clip_grad_norm_", original,
+                lambda args, kwargs: ((list(args[0].parameters()), *args[1:]), kwargs))
         scaler_cls = torch.amp.GradScaler
         original_scale = scaler_cls.__dict__["scale"]
 
@@ -147,14 +157,20 @@ class _Patches:
             owner, attr, original = self.attrs.pop()
             setattr(owner, attr, original)
 
-    def _observer(self, kind: str, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _observer(self, kind: str, label: str, original: Callable[..., Any],
+                  as_call: Callable[[tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]]]
+                  | None = None) -> Callable[..., Any]:
         def observed(*args: Any, **kwargs: Any) -> Any:
             if self.depth:  # clip_grad_norm_ calls _clip_grads_with_norm_ itself: count it once
                 return original(*args, **kwargs)
             self.depth += 1
             try:
-                args, kwargs = _materialise(args, kwargs)
-                calls = [(probe, probe._before(kind, label, args, kwargs)) for probe in list(self.probes)]
+                if as_call is None:
+                    args, kwargs = _materialise(args, kwargs)
+                    seen = (args, kwargs)
+                else:  # a method: (module, max_norm, ...) read as (parameters, max_norm, ...)
+                    seen = as_call(args, kwargs)
+                calls = [(probe, probe._before(kind, label, *seen)) for probe in list(self.probes)]
                 mine = [(probe, call) for probe, call in calls if call is not False]
                 for probe, _ in mine:
                     probe._state().emit("clip_begin")
@@ -166,11 +182,20 @@ class _Patches:
                 if kind == "norm":
                     for _, call in mine:
                         if isinstance(call, _Pending):
-                            call.total = result.detach().to(torch.float32, copy=True).reshape(())
+                            total = result.full_tensor() if is_dtensor(result) else result  # FSDP2: Replicate
+                            call.total = total.detach().to(torch.float32, copy=True).reshape(())
                 return result
             finally:
                 self.depth -= 1
         return observed
+
+
+def _fsdp1_class() -> Any:
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:  # pragma: no cover - builds without distributed
+        return None
+    return FullyShardedDataParallel
 
 
 PATCHES = _Patches()
@@ -253,7 +278,7 @@ class ClipProbe(Probe):
         holders = self._holders(list(params))
         fresh = any(self._fresh.get(id(o), False) for o in holders) if holders else self._fresh_any
         self.clip_steps.add(run.step)
-        grads = [p.grad for p in (params or []) if p.grad is not None]
+        grads = [local(p.grad) for p in (params or []) if p.grad is not None]
         if not fresh:
             when = ("before this step's backward() (the gradients were just zeroed)"
                     if not grads else "after optimizer.step() or before this step's backward()")

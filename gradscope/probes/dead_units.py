@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradscope.distributed import clean_name
 from gradscope.judges.dead_units import judge_dead_units
 from gradscope.probes.base import Probe, WatchOptions
 from gradscope.records.dead_units import DeadUnits, DeadUnitsRecord
@@ -68,7 +69,7 @@ class DeadUnitProbe(Probe):
         for name, module in run.model.named_modules():
             if isinstance(module, RELU_FAMILY):
                 self.handles.append(module.register_forward_hook(
-                    functools.partial(self._on_forward, name or run.root_name)))
+                    functools.partial(self._on_forward, clean_name(name) or run.root_name)))
 
     def _on_forward(self, name: str, module: nn.Module, _args: Any, output: Any) -> None:
         if self._state().step % self.every:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from gradscope.distributed import clean_name, is_dtensor, local, reduce_rows_max
 from gradscope.errors import GradscopeError
 from gradscope.judges.freeze import judge_freeze
 from gradscope.probes.base import Probe
@@ -30,7 +31,7 @@ def fingerprint(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """(n x 2) float64 [sum, L2 norm] per tensor, computed where the tensors live."""
     if not tensors:
         return torch.zeros(0, 2, dtype=torch.float64)
-    detached = [_as_real_float(t.detach()) for t in tensors]
+    detached = [_as_real_float(local(t).detach()) for t in tensors]  # a DTensor: this rank's shard
     sums = torch.stack([t.sum(dtype=torch.float64).to(detached[0].device) for t in detached])
     norms = torch.stack([n.to(detached[0].device) for n in
                          torch._foreach_norm(detached, 2, dtype=torch.float64)])
@@ -141,17 +142,23 @@ class FreezeProbe(Probe):
         self.first_frozen_change: list[int | None] = []
         self.bn_train: dict[str, str] = {}   # BatchNorm path -> frozen subtree, seen in train mode
         self.subtrees: list[str] = []
+        self.kinds: list[str | None] = []    # the owning layer's kind, for GS306
+        self.sharded = False                 # some parameter is sharded: changes are OR-ed over ranks
 
     def attach(self, run: Any) -> None:
         super().attach(run)
         member = optimizer_membership(run.optimizers)
+        owners = {id(p): m for m in run.model.modules() for p in m._parameters.values() if p is not None}
         for name, p in run.model.named_parameters():
+            name = clean_name(name)
             pairs = member.get(id(p), [])
+            self.kinds.append(_norm_kind(owners.get(id(p))))
             self.names.append(name)
             self.params.append(p)
             self.info.append(ParamInfo(name, p.numel(), p.requires_grad, pairs,
                                        _group_value(run.optimizers, pairs, "lr"),
                                        _group_value(run.optimizers, pairs, "weight_decay")))
+        self.sharded = any(is_dtensor(p) for p in self.params) or run.sharded
         self.baseline = fingerprint(self.params).cpu() if self.params else None
         self.first_changed_step = [None] * len(self.params)
         self.first_frozen_change = [None] * len(self.params)
@@ -159,6 +166,7 @@ class FreezeProbe(Probe):
         if self.baseline is not None:
             self.frozen_base = {i: self.baseline[i] for i, rg in enumerate(self.requires_grad) if not rg}
         for path, sub in frozen_subtrees(run.model):
+            path = clean_name(path)
             self.subtrees.append(path)
             for bn_name, bn in sub.named_modules():
                 if isinstance(bn, BATCHNORM) and bn.track_running_stats:
@@ -188,28 +196,36 @@ class FreezeProbe(Probe):
     def flush(self, steps: list[int]) -> None:
         if self.baseline is None or not steps:
             return
+        run = self._state()
         now = fingerprint(self.params).cpu()
-        changed = (now != self.baseline).any(dim=1).tolist()
-        for i, moved in enumerate(changed):
-            if moved and self.first_changed_step[i] is None:
-                self.first_changed_step[i] = steps[-1]
+        changed = (now != self.baseline).any(dim=1)
+        frozen_changed = torch.zeros_like(changed)
         for i, base in list(self.frozen_base.items()):
             if self.params[i].requires_grad:
                 continue
             base = base.cpu()
             self.frozen_base[i] = base
-            if self.first_frozen_change[i] is None and bool((now[i] != base).any()):
+            frozen_changed[i] = bool((now[i] != base).any())
+        if run.collective and self.sharded:
+            # each rank fingerprints its own shard: a change anywhere is a change
+            flags = torch.stack([changed, frozen_changed]).to(torch.float32)
+            flags = reduce_rows_max(flags.to(self.params[0].device)).cpu() > 0
+            changed, frozen_changed = flags[0], flags[1]
+        for i, moved in enumerate(changed.tolist()):
+            if moved and self.first_changed_step[i] is None:
+                self.first_changed_step[i] = steps[-1]
+        for i, moved in enumerate(frozen_changed.tolist()):
+            if moved and self.first_frozen_change[i] is None:
                 self.first_frozen_change[i] = steps[-1]
 
     # ---- results -------------------------------------------------------------------------------
     def tensors(self) -> list[TensorState]:
-        run = self._state()
         return [TensorState(name=i.name, numel=i.numel, trainable=i.trainable, requires_grad=p.requires_grad,
                             in_optimizer=bool(i.groups), lr=i.lr, weight_decay=i.weight_decay,
                             first_changed_step=changed, first_frozen_change_step=frozen_change,
-                            norm_kind=_norm_kind(run.model, i.name))
-                for i, p, changed, frozen_change in zip(self.info, self.params, self.first_changed_step,
-                                                         self.first_frozen_change)]
+                            norm_kind=kind)
+                for i, p, changed, frozen_change, kind in zip(self.info, self.params, self.first_changed_step,
+                                                               self.first_frozen_change, self.kinds)]
 
     def table(self) -> list[FreezeRow]:
         """One row per module that owns parameters: counts, optimizer coverage, lr, change."""
@@ -225,10 +241,8 @@ class FreezeProbe(Probe):
                             table=FreezeRecord.rows_of(tensors, self._state().root_name), tensors=tensors)
 
 
-def _norm_kind(model: nn.Module, param_name: str) -> str | None:
-    """"BatchNorm" or "norm" when the parameter's owner is a normalisation layer, else None."""
-    owner = param_name.rpartition(".")[0]
-    module = model.get_submodule(owner) if owner else model
+def _norm_kind(module: nn.Module | None) -> str | None:
+    """"BatchNorm" or "norm" when a parameter's owner is a normalisation layer, else None."""
     if isinstance(module, BATCHNORM):
         return "BatchNorm"
     if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):

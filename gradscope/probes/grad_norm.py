@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gradscope.distributed import WHOLE, Reduction, all_reduce_sum, is_dtensor, local, reduce_rows_max
 from gradscope.judges.grad_norm import judge_grad_norm
 from gradscope.norms import combine_norms, foreach_norms, group_by_device_dtype, membership_matrix, total_norm
 from gradscope.probes.base import Probe
@@ -26,11 +27,16 @@ from gradscope.series import DecimatedSeries, RunningStats
 
 
 class _Group:
-    """Parameters sharing a device and dtype, with their device buffer."""
+    """Parameters sharing a device, a dtype and a sharding, with their device buffer.
 
-    def __init__(self, positions: list[int], device: torch.device, dtype: torch.dtype, rows: int) -> None:
+    A sharded group (FSDP) writes the *squared* norms of the local shards; a flush sums them over
+    the shard ranks with one all-reduce and takes the root: the norm of the whole gradient."""
+
+    def __init__(self, positions: list[int], device: torch.device, dtype: torch.dtype, rows: int,
+                 reduction: Reduction = WHOLE) -> None:
         self.positions = positions
         self.device = device
+        self.reduction = reduction
         self.buffer = torch.zeros(rows, len(positions), dtype=torch.float32, device=device)
         # Stands in for a missing gradient: its norm is 0, so the fused kernel always sees the
         # whole group and writes one full row (no index tensor per pattern of missing gradients,
@@ -80,10 +86,14 @@ class GradNormProbe(Probe):
 
     def _build_groups(self) -> None:
         run = self._state()
-        self.groups = [
-            _Group(positions, device, dtype, run.flush_every)
-            for (device, dtype), positions in group_by_device_dtype(run.params).items()
-        ]
+        self.groups = []
+        for (device, dtype), positions in group_by_device_dtype([local(p) for p in run.params]).items():
+            by_sharding: dict[tuple[int, ...], list[int]] = {}
+            for pos in positions:
+                by_sharding.setdefault(run.reductions[pos].key() if run.reductions else (), []).append(pos)
+            for members in by_sharding.values():
+                red = run.reductions[members[0]] if run.reductions else WHOLE
+                self.groups.append(_Group(members, device, dtype, run.flush_every, red))
 
     # ---- per step (no host sync) -------------------------------------------------------------
     def on_backward_end(self) -> None:
@@ -100,6 +110,7 @@ class GradNormProbe(Probe):
                 # an uncoalesced sparse gradient (nn.Embedding(sparse=True)) repeats indices:
                 # its values only have the right norm once duplicates are summed (on CUDA
                 # that sizes the result on the host, as SparseAdam's own coalesce does)
+                g = local(g)  # a DTensor (FSDP2): this rank's shard
                 grads.append(g.coalesce()._values() if g.is_sparse else g)
                 present += 1
                 self.had_grad[pos] = True
@@ -111,7 +122,8 @@ class GradNormProbe(Probe):
                 grads = [group.empty if g.numel() == 0 and g.device != device else g for g in grads]
             if run.scalers:
                 self._note_scale(run, group.device)
-            group.buffer[run.row].copy_(foreach_norms(grads))
+            norms = foreach_norms(grads)
+            group.buffer[run.row].copy_(norms.square() if group.reduction.sharded else norms)
         self.rows_written.add(run.row)
 
     def _note_scale(self, run: Any, device: torch.device) -> None:
@@ -125,20 +137,35 @@ class GradNormProbe(Probe):
 
     # ---- flush (one host transfer per group) ---------------------------------------------------
     def host_rows(self, n: int) -> torch.Tensor:
-        """The first ``n`` device rows as a (n x parameters) CPU float64 tensor, original order."""
+        """The first ``n`` device rows as a (n x parameters) CPU float64 tensor, original order.
+
+        Sharded groups are reduced over their ranks first, which takes a collective: only at a
+        flush that every rank makes (``run.collective``); otherwise they read NaN, unknown."""
         run = self._state()
         out = torch.zeros(n, len(run.params), dtype=torch.float64)
         for group in self.groups:
             cols = torch.tensor(group.positions, dtype=torch.long)
-            out[:, cols] = group.buffer[:n].to("cpu", torch.float64)
+            rows = group.buffer[:n]
+            if group.reduction.sharded:
+                if run.collective:
+                    rows = all_reduce_sum(rows.clone(), group.reduction).sqrt()
+                else:
+                    rows = torch.full_like(rows, float("nan"))
+            out[:, cols] = rows.to("cpu", torch.float64)
         return out
 
     def flush(self, steps: list[int]) -> None:
         if not steps:
             return
         assert self.param_stats and self.layer_stats and self.param_series and self.total_series
+        run = self._state()
         n = len(steps)
         rows = self.host_rows(n)
+        if run.collective and any(r.sharded and not is_dtensor(p) for r, p in zip(run.reductions, run.params)):
+            # FSDP1: a rank whose shard of a parameter is empty sees no gradient for it (.grad is
+            # None there); another rank may. (A DTensor always has a local gradient.)
+            seen = torch.tensor(self.had_grad, dtype=torch.float32, device=self.groups[0].device)
+            self.had_grad = (reduce_rows_max(seen) > 0).tolist()
         if self.scale is not None:
             rows = rows / self.scale[:n].to("cpu", torch.float64).unsqueeze(1)
         written = [i for i in range(n) if i in self.rows_written]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from gradscope.distributed import clean_name
 from gradscope.judges.hooks import judge_hooks
 from gradscope.probes.base import Probe
 from gradscope.records.hooks import HookChange, HookSample, HooksRecord
@@ -95,11 +96,11 @@ class HookProbe(Probe):
     def _wrap_new(self) -> None:
         run = self._state()
         for name, module in run.model.named_modules():
-            where = name or run.root_name
+            where = clean_name(name) or run.root_name
             self._wrap(module._backward_hooks, where, "module full backward hook")
             self._wrap(module._backward_pre_hooks, where, "module backward pre-hook")
         for name, p in run.model.named_parameters():
-            self._wrap(p._backward_hooks, name, "tensor")
+            self._wrap(p._backward_hooks, clean_name(name), "tensor")
 
     # ---- GS601 ---------------------------------------------------------------------------------
     def _count(self) -> dict[str, int]:
@@ -113,9 +114,9 @@ class HookProbe(Probe):
                 counts[where] = n
 
         for name, module in run.model.named_modules():
-            add(f"module {name or run.root_name}", module, _MODULE_DICTS)
+            add(f"module {clean_name(name) or run.root_name}", module, _MODULE_DICTS)
         for name, p in run.model.named_parameters():
-            add(f"parameter {name}", p, _PARAM_DICTS)
+            add(f"parameter {clean_name(name)}", p, _PARAM_DICTS)
         for i, opt in enumerate(run.optimizers):
             add(f"optimizer {i} ({type(opt).__name__})", opt, _OPTIMIZER_DICTS)
         return counts

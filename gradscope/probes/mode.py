@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradscope.distributed import clean_name
 from gradscope.judges.mode import judge_mode
 from gradscope.probes.base import Probe
 from gradscope.records.mode import ModeRecord
@@ -46,10 +47,10 @@ class ModeProbe(Probe):
 
     def attach(self, run: Any) -> None:
         super().attach(run)
-        self.sensitive = [(n or run.root_name, m) for n, m in run.model.named_modules()
+        self.sensitive = [(clean_name(n) or run.root_name, m) for n, m in run.model.named_modules()
                           if isinstance(m, MODE_SENSITIVE)]
         if self.sensitive:
-            self.handles.append(run.model.register_forward_pre_hook(self._on_forward))
+            self.handles.append(run.wrapper.register_forward_pre_hook(self._on_forward))
 
     def _on_forward(self, module: nn.Module, _args: Any) -> None:
         run = self._state()
@@ -63,7 +64,7 @@ class ModeProbe(Probe):
                     if self.first_eval_step is None:
                         self.first_eval_step = run.step
         else:
-            self._pending_eval_root = not module.training
+            self._pending_eval_root = not run.model.training  # the module, not its wrapper
 
     def on_backward_end(self) -> None:
         if self._pending_eval_root:

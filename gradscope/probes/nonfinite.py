@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradscope.distributed import gather_objects, reduce_rows_min
 from gradscope.errors import NonFiniteError
 from gradscope.judges.nonfinite import judge_nonfinite
 from gradscope.probes.base import Probe
@@ -84,12 +85,15 @@ class NonFiniteProbe(Probe):
         self.first_output_step: int | None = None
         self.first_loss_step: int | None = None
         self.located: dict[int, str] = {}  # step -> module (or "input")
+        self.located_rank: dict[int, int] = {}  # step -> the rank that located it (distributed runs)
+        self.first_output_rank: int | None = None
+        self.first_loss_rank: int | None = None
 
     def attach(self, run: Any) -> None:
         super().attach(run)
         peer = run.probes.get(GradNormProbe.name)
         self.grad_norm = peer if isinstance(peer, GradNormProbe) else None
-        self.handles.append(run.model.register_forward_hook(self._on_forward, with_kwargs=True))
+        self.handles.append(run.wrapper.register_forward_hook(self._on_forward, with_kwargs=True))
 
     def _row_buffer(self, device: torch.device) -> torch.Tensor:
         if self.buffer is None or self.buffer.device != device:
@@ -122,7 +126,9 @@ class NonFiniteProbe(Probe):
         if not self.located and self._readable(flag) and bool(flag):
             run.locating = True  # every probe ignores the re-run
             try:
-                where = locate_nonfinite(module, args, kwargs, run.module_names)
+                # the module itself, not its DDP or compile wrapper: a DDP forward may broadcast
+                # buffers (a collective this rank alone would issue), a compiled one would recompile
+                where = locate_nonfinite(run.model, args, kwargs, run.module_names)
             finally:
                 run.locating = False
             self.located[run.step] = where or run.root_name
@@ -158,23 +164,45 @@ class NonFiniteProbe(Probe):
                 "in backward order (strict mode)")
 
     def flush(self, steps: list[int]) -> None:
-        if self.buffer is None or not steps:
+        run = self._state()
+        if not steps or (self.buffer is None and not run.collective):
             return
+        if self.buffer is None:  # every rank takes part in the collectives below, flags or not
+            self._row_buffer(run.params[0].device if run.params else torch.device("cpu"))
+        assert self.buffer is not None
         n = len(steps)
-        # A copy: on the CPU, .cpu() would return a view of the buffer that zero_() then clears.
-        rows = self.buffer[:n].to("cpu", copy=True)
+        rows = self.buffer[:n].clone()
         if n < self.buffer.shape[0]:  # a flush in mid-step (scope.records): keep that step's flags
             self.buffer[0].copy_(self.buffer[n])
             self.buffer[1:].zero_()
         else:
             self.buffer.zero_()
+        ranks = None
+        if run.collective:
+            # one collective: the first rank that saw each flag, the world size where none did
+            world = run.world
+            ranks = reduce_rows_min(torch.where(rows > 0, float(world.rank), float(world.world_size)))
+            rows = (ranks < world.world_size).to(rows.dtype)
+            ranks = ranks.to("cpu")
+        rows = rows.to("cpu")
         for i, step in enumerate(steps):
             if self.first_output_step is None and rows[i, 0] > 0:
                 self.first_output_step = step
+                self.first_output_rank = int(ranks[i, 0]) if ranks is not None else None
             if self.first_loss_step is None and rows[i, 1] > 0:
                 self.first_loss_step = step
+                self.first_loss_rank = int(ranks[i, 1]) if ranks is not None else None
+        if run.collective and bool(rows.any()):  # every rank sees the same reduced flags
+            for rank, located in enumerate(gather_objects(self.located)):
+                for step_key, where in located.items():
+                    if step_key not in self.located_rank:
+                        self.located.setdefault(step_key, where)
+                        self.located_rank[step_key] = rank
 
     def record(self) -> NonFiniteRecord:
         return NonFiniteRecord(first_nonfinite_output_step=self.first_output_step,
                                first_nonfinite_loss_step=self.first_loss_step,
-                               located={str(k): v for k, v in self.located.items()})
+                               located={str(k): v for k, v in self.located.items()},
+                               first_nonfinite_output_rank=self.first_output_rank,
+                               first_nonfinite_loss_rank=self.first_loss_rank,
+                               located_rank={str(k): v for k, v in self.located_rank.items()})

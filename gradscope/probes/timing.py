@@ -82,7 +82,7 @@ class TimingProbe(Probe):
         params = list(run.model.parameters())
         self.cuda = bool(params) and params[0].is_cuda
         run.listeners.append(self._on_event)
-        model: nn.Module = run.model
+        model: nn.Module = run.wrapper
         self.handles.append(model.register_forward_pre_hook(self._on_forward_pre))
         self.handles.append(model.register_forward_hook(self._on_forward))
         self._step_start = self._now()

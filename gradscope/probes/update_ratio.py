@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from gradscope.distributed import all_reduce_sum, local
 from gradscope.judges.update_ratio import judge_update_ratio
 from gradscope.norms import combine_norms, foreach_norms, group_by_device_dtype, membership_matrix, update_ratio
 from gradscope.probes.base import Probe, WatchOptions
@@ -53,13 +54,13 @@ class UpdateRatioProbe(Probe):
     def on_step_begin(self) -> None:
         run = self._state()
         if run.step % self.every == 0 and run.params:
-            self.snapshot = list(torch._foreach_mul([p.detach() for p in run.params], 1.0))
+            self.snapshot = list(torch._foreach_mul([local(p).detach() for p in run.params], 1.0))
 
     def on_step_end(self) -> None:
         if self.snapshot is None:
             return
         run = self._state()
-        now = [p.detach() for p in run.params]
+        now = [local(p).detach() for p in run.params]  # a DTensor (FSDP2): this rank's shard
         delta = torch._foreach_sub(now, self.snapshot)
         parts_d: list[torch.Tensor] = []
         parts_w: list[torch.Tensor] = []
@@ -87,7 +88,20 @@ class UpdateRatioProbe(Probe):
         if not self.pending:
             return
         assert self.series is not None
-        host = torch.stack([t for _, t in self.pending]).to("cpu", torch.float64)
+        run = self._state()
+        rows = torch.stack([t for _, t in self.pending])  # samples x 2 x parameters, local norms
+        sharded: dict[tuple[int, ...], list[int]] = {}
+        for i, red in enumerate(run.reductions):
+            if red.sharded:
+                sharded.setdefault(red.key(), []).append(i)
+        for columns in sharded.values():
+            cols = torch.tensor(columns, dtype=torch.long, device=rows.device)
+            if run.collective:  # the norm of the whole: root of the summed squares over the shards
+                whole = all_reduce_sum(rows[:, :, cols].square(), run.reductions[columns[0]]).sqrt()
+            else:
+                whole = torch.full_like(rows[:, :, cols], float("nan"))
+            rows[:, :, cols] = whole
+        host = rows.to("cpu", torch.float64)
         # bounded memory, and the kept samples stay evenly spaced however many flushes come
         self.series.append([s for s, _ in self.pending], host.reshape(host.shape[0], -1))
         self.pending.clear()

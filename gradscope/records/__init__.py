@@ -17,18 +17,19 @@ from gradscope.records.io import load_record, read_json, write_record, write_tex
 from gradscope.records.mode import ModeRecord
 from gradscope.records.nonfinite import NonFiniteRecord
 from gradscope.records.run import (
-                                   SCHEMA,
-                                   VERSION,
-                                   Curves,
-                                   Environment,
-                                   ModelInfo,
-                                   ModuleNode,
-                                   Registration,
-                                   RunInfo,
-                                   RunRecord,
-                                   RunStatus,
-                                   Unregistered,
-                                   WatchedModel,
+    SCHEMA,
+    VERSION,
+    Curves,
+    DistributedInfo,
+    Environment,
+    ModelInfo,
+    ModuleNode,
+    Registration,
+    RunInfo,
+    RunRecord,
+    RunStatus,
+    Unregistered,
+    WatchedModel,
 )
 from gradscope.records.stats import Stats, StatsTable
 from gradscope.records.timing import PhaseStats, TimingRecord, TimingSummary
@@ -37,7 +38,7 @@ from gradscope.records.zero_grad import ZeroGradRecord
 
 __all__ = [
     "SCHEMA", "VERSION", "ActivationGradRecord", "ClipCall", "ClipEvent", "ClipSummary",
-    "ClippingRecord", "Curves", "DeadUnits", "DeadUnitsRecord", "Environment", "FreezeRecord",
+    "ClippingRecord", "Curves", "DeadUnits", "DistributedInfo", "DeadUnitsRecord", "Environment", "FreezeRecord",
     "FreezeRow", "GradNormRecord", "HookChange", "HookSample", "HooksRecord", "Matrix",
     "ModeRecord", "ModelInfo", "ModuleNode", "NonFiniteRecord", "PhaseStats", "ProbeRecord",
     "Record", "Registration", "RunInfo", "RunRecord", "RunStatus", "Stats", "StatsTable",

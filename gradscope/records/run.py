@@ -54,6 +54,19 @@ class RunInfo(Record):
 
 
 @dataclass(frozen=True)
+class DistributedInfo(Record):
+    """How the run was spread over processes, and how gradscope combined what each saw."""
+
+    world_size: int = 1
+    rank: int = 0
+    backend: str | None = None
+    strategy: str = "none"           # ddp, fsdp1, fsdp2, dp or none
+    compiled: bool = False           # the model was a torch.compile OptimizedModule
+    reduction: str = ""              # how gradient norms were combined over ranks
+    sharded_parameters: int = 0      # parameter tensors whose norms needed a collective
+
+
+@dataclass(frozen=True)
 class Curves(Record):
     """Per-evaluation results: epoch -1 is the evaluation before training; None where absent."""
 
@@ -187,6 +200,8 @@ class RunRecord(Record):
     step_on: str | None = None
     optimizers: list[str] | None = None      # class names of the watched optimizers
     grad_scaler: bool | None = None           # a torch.amp.GradScaler scaled the losses
+    distributed: DistributedInfo | None = None
+    notes: list[str] = field(default_factory=list)   # what the capture could not do, and why
     thresholds: dict[str, float] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     probes: dict[str, ProbeRecord] = field(default_factory=dict)
