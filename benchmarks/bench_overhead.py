@@ -23,7 +23,7 @@ from torch import nn
 
 from gradscope.scope import watch
 
-from conftest import WORKLOADS, interleaved_ratio, make_step, sync
+from workloads import WORKLOADS, interleaved_ratio, make_step, sync
 
 ALONE = ["grad_norm", "nonfinite", "dead_units", "update_ratio", "clipping", "freeze", "timing"]
 TARGETS = {"resnet18": 1.05, "cnn": 1.10, "transformer": 1.10}  # on CPU, from the project's goals

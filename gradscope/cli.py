@@ -238,13 +238,16 @@ def _codes(value: str | None) -> list[str] | None:
 @click.option("--save", is_flag=True, help="Save model.pth and optimizer.pth into OUT after training.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]), default="error",
               show_default=True, help="Exit with status 1 when a finding at or above this exists.")
+@click.option("--per-rank", is_flag=True,
+              help="In a distributed script (torchrun), every rank writes its own record and report "
+                   "(run.rank1.json, ...); by default rank 0 writes one for the whole run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and only the summary's last lines.")
 @click.pass_context
 def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], script: bool,
         epochs: int, max_steps: int | None, batch_size: int, lr: float, device: str | None,
         seed: int, data: str, train_size: int | None, test_size: int | None, clip_norm: float | None,
         clip_value: float | None, out: Path,
-        json_path: Path | None, html_path: Path | None, save: bool, fail_on: str,
+        json_path: Path | None, html_path: Path | None, save: bool, fail_on: str, per_rank: bool,
         quiet: bool) -> None:
     """Train and diagnose a model, then write a JSON record and an HTML report.
 
@@ -258,6 +261,9 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     Exit status: 0 when the run completed and no finding reaches --fail-on; 1 when one does or
     the run crashed or went non-finite; 2 on bad input; 130 when interrupted. A script keeps its
     own exit status.
+
+    Under torchrun (`torchrun --nproc_per_node 2 -m gradscope run train.py -- ARGS`) every rank
+    runs the script; rank 0 writes one record and report for the run (see --per-rank).
     """
     from gradscope.runner import RunOptions, run_script_file, summary_lines
     from gradscope.runner import run as run_model
@@ -269,7 +275,7 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
                          device=device, seed=seed, data=data, train_size=train_size, test_size=test_size,
                          clip_norm=clip_norm, clip_value=clip_value,
                          out=out, json_path=json_path, html_path=html_path, save=save, fail_on=fail_on,
-                         progress=not quiet and sys.stderr.isatty(), command=command)
+                         progress=not quiet and sys.stderr.isatty(), command=command, per_rank=per_rank)
     as_script = file is not None and (script or bool(script_args) or looks_like_script(file))
     say = (lambda m: click.echo(wrap_message(m, width), err=True)) if not quiet else (lambda _m: None)
     try:

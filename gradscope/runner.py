@@ -8,6 +8,7 @@ Ctrl-C) still ends with both files on disk and a status saying what happened.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import random
 from dataclasses import asdict, dataclass, field
@@ -72,6 +73,7 @@ class RunOptions:
     save: bool = False
     fail_on: str = "error"
     progress: bool = False
+    per_rank: bool = False              # distributed scripts: every rank writes its own files
     command: str = "gradscope run"
 
     def paths(self) -> tuple[Path, Path]:
@@ -83,7 +85,7 @@ class RunOutcome:
     """What a run left behind and how the command should exit."""
 
     record: RunRecord
-    json_path: Path
+    json_path: Path | None              # None: another rank writes the record
     html_path: Path | None
     findings: list[Finding]
     status: str
@@ -235,10 +237,35 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
     return _finish(record, findings, options, json_path, html_path, say)
 
 
+def _rank(record: RunRecord) -> int:
+    """This process's rank in a distributed run (0 otherwise), from the record or torchrun's env."""
+    if record.distributed is not None:
+        return record.distributed.rank
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _ranked(path: Path, rank: int) -> Path:
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
 def _finish(record: RunRecord, findings: list[Finding], options: RunOptions, json_path: Path,
             html_path: Path, say: Callable[[str], None]) -> RunOutcome:
     ordered = sort_findings(findings)
     record = dataclasses.replace(record, findings=ordered)
+    status = record.status
+    rank = _rank(record)
+    if rank != 0 and not options.per_rank:
+        # one report for the run: rank 0's, which holds what every rank saw (norms are reduced,
+        # NaN flags carry their rank)
+        return RunOutcome(record=record, json_path=None, html_path=None, findings=ordered, status=status,
+                          exit_code=_exit_code(status, ordered, options),
+                          messages=[f"rank {rank}: the record and report are written by rank 0 "
+                                    "(--per-rank writes one per rank)"])
+    if options.per_rank and (rank or record.distributed is not None):
+        json_path, html_path = _ranked(json_path, rank), _ranked(html_path, rank)
     write_record(record, json_path)
     written_html: Path | None = html_path
     messages: list[str] = []
@@ -253,17 +280,17 @@ def _finish(record: RunRecord, findings: list[Finding], options: RunOptions, jso
             written_html = None
             messages.append(f"the HTML report could not be written ({type(exc).__name__}: {exc}); "
                             f"the JSON record is complete: gradscope report {json_path}")
-    status = record.status
-    if status == "exited":
-        code = 1
-    elif status == "interrupted":
-        code = EXIT_INTERRUPTED
-    elif status != "completed":
-        code = 1
-    else:
-        code = 1 if fails(ordered, options.fail_on) else 0
+    code = _exit_code(status, ordered, options)
     return RunOutcome(record=record, json_path=json_path, html_path=written_html, findings=ordered,
                       status=status, exit_code=code, messages=messages)
+
+
+def _exit_code(status: str, findings: list[Finding], options: RunOptions) -> int:
+    if status == "interrupted":
+        return EXIT_INTERRUPTED
+    if status != "completed":
+        return 1
+    return 1 if fails(findings, options.fail_on) else 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -295,7 +322,8 @@ def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
         lines.append(f"          hint: {f.hint}")
     if len(outcome.findings) > top:
         lines.append(f"  ... and {len(outcome.findings) - top} more in the report")
-    lines.append(f"record: {outcome.json_path}")
+    if outcome.json_path is not None:
+        lines.append(f"record: {outcome.json_path}")
     if outcome.html_path is not None:
         lines.append(f"report: {outcome.html_path}")
     lines += outcome.messages

@@ -30,7 +30,15 @@ from torch.autograd import Variable
 from torch.utils.hooks import RemovableHandle
 
 from gradscope import __version__
-from gradscope.distributed import World, clean_name, fsdp1_flat_parameters, is_fsdp1, reductions, unwrap
+from gradscope.distributed import (
+    World,
+    clean_name,
+    compiled_in_place,
+    fsdp1_flat_parameters,
+    is_fsdp1,
+    reductions,
+    unwrap,
+)
 from gradscope.errors import GradscopeError
 from gradscope.findings import Finding
 from gradscope.probes import DEFAULT_PROBES, PROBE_NAMES, judge_run
@@ -197,7 +205,8 @@ class Scope:
             model=inner, optimizers=self.optimizers, options=self.options, root_name=root,
             module_names={id(m): clean_name(n) for n, m in inner.named_modules(remove_duplicate=False)},
             param_names=names, params=params, param_layer=owner, layer_names=layer_names,
-            root=self.model, reductions=reductions(inner, params))
+            root=self.model, reductions=reductions(inner, params),
+            compiled=self.unwrapped.compiled or compiled_in_place(inner))
         if self.unwrapped.strategy == "fsdp1" and any(n.endswith("_flat_param") for n in names):
             self.run.notes.append(
                 "FSDP1 with use_orig_params=False: gradient norms are per FSDP unit (its flat parameter), "

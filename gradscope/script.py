@@ -86,6 +86,7 @@ class ScriptWatcher:
         self._by_model: dict[int, Watched] = {}
         self._depth = 0
         self._handles: list[Any] = []
+        self._restore: list[Callable[[], None]] = []
         self._known_optimizers: set[int] = set()
         self._attaching = False
 
@@ -95,6 +96,24 @@ class ScriptWatcher:
             module_hooks.register_module_forward_hook(self._on_post, always_call=True),
             optim_hooks.register_optimizer_step_pre_hook(self._on_optimizer_step),
         ]
+        self._patch_destroy()
+
+    def _patch_destroy(self) -> None:
+        """A distributed script ends with ``destroy_process_group()``: close every scope first,
+        while the ranks can still reduce what they hold (the final flush's collectives)."""
+        import torch.distributed as dist
+
+        original = getattr(dist, "destroy_process_group", None)
+        if original is None or not dist.is_available():
+            return
+
+        def destroy(*args: Any, **kwargs: Any) -> Any:
+            if dist.is_initialized() and (not args or args[0] is None) and kwargs.get("group") is None:
+                self.close_scopes(failed=False)
+            return original(*args, **kwargs)
+
+        dist.destroy_process_group = destroy
+        self._restore.append(lambda: setattr(dist, "destroy_process_group", original))
 
     def stop(self, failed: bool = False) -> None:
         """Remove the global hooks and close every scope (flush, detach). Safe to call twice.
@@ -102,6 +121,12 @@ class ScriptWatcher:
         ``failed``: the script raised, so a step cut short is kept as evidence."""
         while self._handles:
             self._handles.pop().remove()
+        while self._restore:
+            self._restore.pop()()
+        self.close_scopes(failed)
+
+    def close_scopes(self, failed: bool) -> None:
+        """Close every scope (a scope closes once: later calls do nothing)."""
         errors: list[BaseException] = []
         for w in reversed(self.watched):
             try:

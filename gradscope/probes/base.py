@@ -75,6 +75,7 @@ class RunState:
     reductions: list[Reduction] = field(default_factory=list)  # per parameter: how it is sharded
     world: World = field(default_factory=World)
     collective: bool = False                     # the flush in progress may use collectives
+    compiled: bool = False                       # the model runs under torch.compile
     notes: list[str] = field(default_factory=list)  # what the record should say about the capture
 
     @property

@@ -63,29 +63,50 @@ class DeadUnitProbe(Probe):
         self.every = every
         self.alive: dict[tuple[str, int], torch.Tensor] = {}
         self.batches: dict[tuple[str, int], int] = {}
+        # Set by the step clock, outside any compiled region: the hook reads one bool, so a
+        # torch.compile'd model gets two graphs (sampling or not) instead of one per step.
+        self.active = True
+        self.seen: list[tuple[str, torch.Tensor]] = []  # this step's (module, units alive), folded at its end
+        self.fired = False
 
     def attach(self, run: Any) -> None:
         super().attach(run)
+        self.relus = 0
         for name, module in run.model.named_modules():
             if isinstance(module, RELU_FAMILY):
+                self.relus += 1
                 self.handles.append(module.register_forward_hook(
                     functools.partial(self._on_forward, clean_name(name) or run.root_name)))
 
     def _on_forward(self, name: str, module: nn.Module, _args: Any, output: Any) -> None:
-        if self._state().step % self.every:
+        # Inside a compiled model this hook is traced: it reads no changing Python value but the
+        # bool above, and only appends (a side effect dynamo replays); the folding is eager.
+        if not self.active:
             return
         if not (module.training and torch.is_grad_enabled()) or not isinstance(output, torch.Tensor):
             return
         if output.dim() == 0 or output.numel() == 0:
             return
-        seen = alive_units(output)
-        key = (name, seen.numel())
-        mask = self.alive.get(key)
-        if mask is None:
-            self.alive[key] = seen
-        else:
-            mask.logical_or_(seen)
-        self.batches[key] = self.batches.get(key, 0) + 1
+        self.seen.append((name, alive_units(output)))
+
+    def on_step_end(self) -> None:
+        for name, seen in self.seen:
+            key = (name, seen.numel())
+            mask = self.alive.get(key)
+            if mask is None:
+                self.alive[key] = seen
+            else:
+                mask.logical_or_(seen)
+            self.batches[key] = self.batches.get(key, 0) + 1
+        self.fired = self.fired or bool(self.seen)
+        self.seen.clear()
+        run = self._state()
+        self.active = (run.step + 1) % self.every == 0  # the next step's forwards
+        if run.step == 0 and not self.fired and run.backwards and self.relus and run.compiled:
+            run.notes.append(
+                "The model was compiled and ran before watch() began: hooks added to a compiled model "
+                "afterwards never run, so the dead-unit check saw no forward. Enter watch() before the "
+                "first call of the compiled model.")
 
     def dead_fractions(self) -> dict[tuple[str, int], float]:
         """Share of never-active units per (module, width); reads the masks (end of run only)."""
