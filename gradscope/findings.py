@@ -159,6 +159,15 @@ CATALOG: dict[str, CatalogEntry] = {
                "Check the learning rate of its param group and whether optimizer.step() is skipped."),
         _entry("GS306", "info", "almost everything is frozen",
                "Often intended for fine-tuning; check it is what you meant."),
+        _entry("GS307", "warning", "parameter no longer in the model still in the optimizer",
+               "Rebuild the optimizer after replacing layers (or remove the old param group and add the new "
+               "parameters with optimizer.add_param_group())."),
+        _entry("GS308", "warning", "learning rate collapsed",
+               "Check the scheduler's gamma and step size (or milestones): a schedule should not divide the "
+               "learning rate by more than 1000 long before the end."),
+        _entry("GS309", "warning", "learning-rate scheduler never stepped",
+               "Call scheduler.step() once per epoch (or per step, as the scheduler expects), after "
+               "optimizer.step()."),
         # GS4xx: clipping
         _entry("GS401", "warning", "norm clipping acted on more than 90% of steps",
                "Raise max_norm (look at the recorded pre-clip norms) or lower the learning rate."),
@@ -193,6 +202,12 @@ CATALOG: dict[str, CatalogEntry] = {
                "Use the replacement named in the message."),
         _entry("GS509", "warning", "loss tensor accumulated across steps",
                "Accumulate loss.item() (or loss.detach()) instead of the loss tensor."),
+        _entry("GS511", "warning", "zero_grad() inside the gradient-accumulation loop",
+               "Call optimizer.zero_grad() once per optimizer step, after optimizer.step(), not before every "
+               "micro-batch's backward."),
+        _entry("GS512", "warning", "accumulated micro-batch losses not divided",
+               "Divide each micro-batch's loss by the number of accumulation steps before backward() "
+               "(loss = loss / accumulation_steps)."),
         _entry("GS510", "info", "input-bound training",
                "Use DataLoader(num_workers=N, pin_memory=True, persistent_workers=True), or move "
                "preprocessing off the training step."),
@@ -201,6 +216,13 @@ CATALOG: dict[str, CatalogEntry] = {
                "Register hooks once outside the loop, or keep the handle and call handle.remove()."),
         _entry("GS602", "info", "user hook changed a gradient",
                "Fine when intended (gradient scaling, masking); make sure it is."),
+        # GS7xx: distributed training
+        _entry("GS701", "error", "DistributedDataParallel's forward never ran",
+               "Call the DDP wrapper (ddp_model(x)), not ddp_model.module(x): only the wrapper's forward "
+               "prepares the all-reduce of the gradients."),
+        _entry("GS702", "error", "replicas drifted apart",
+               "Make every rank apply the same update: wrap with DDP and call its forward, broadcast the initial "
+               "weights, and keep rank-dependent code out of the update."),
     ]
 }
 
@@ -229,7 +251,7 @@ def finding(code: str, where: str, message: str, hint: str | None = None,
         entry = CATALOG[code]
     except KeyError:
         raise ValueError(f"unknown finding code {code!r}: expected one of the catalog's codes "
-                         f"(GS101 ... GS602); add new codes to gradscope.findings.CATALOG") from None
+                         f"(GS101 ... GS702); add new codes to gradscope.findings.CATALOG") from None
     return Finding(code=code, severity=severity or entry.severity, where=where,
                    message=message, hint=hint or entry.hint)
 

@@ -40,12 +40,12 @@ from gradscope.distributed import (
     unwrap,
 )
 from gradscope.errors import GradscopeError
-from gradscope.findings import Finding
+from gradscope.findings import Finding, sort_findings
 from gradscope.probes import DEFAULT_PROBES, PROBE_NAMES, judge_run
 from gradscope.probes.base import ActivationSpec, Probe, RunState, StepOn, WatchOptions
 from gradscope.probes.freeze import FreezeProbe
 from gradscope.probes.tensor_grad import TensorProbe
-from gradscope.records import DistributedInfo, ModelInfo, ProbeRecord, RunRecord, write_record
+from gradscope.records import DistributedInfo, ModelInfo, ProbeRecord, Registration, RunRecord, write_record
 from gradscope.textreport import format_freeze_table
 from gradscope.thresholds import Thresholds
 
@@ -184,6 +184,7 @@ class Scope:
                 f"step_on must be 'auto', 'optimizer', 'backward' or 'manual', got {step_on!r}")
         if step_on == "optimizer" and not self.optimizers:
             raise GradscopeError("step_on='optimizer' needs an optimizer: watch(model, optimizer)")
+        chosen = step_on
         if step_on == "auto":
             step_on = "optimizer" if self.optimizers else "backward"
         self.step_on: StepOn = step_on
@@ -219,6 +220,10 @@ class Scope:
         self._attached = False
         self._closed = False
         self._findings: list[Finding] | None = None
+        self._extra: list[Finding] = []       # add_findings()
+        self._stepper: int | None = None      # the optimizer that ended the last step
+        self._manual_clock = chosen in ("manual", "backward")  # the user chose it: keep it
+        self.registration: Registration | None = None
 
     # ---- attach / detach -----------------------------------------------------------------------
     def __enter__(self) -> Scope:
@@ -243,9 +248,8 @@ class Scope:
                 self._handles.append(flat.register_post_accumulate_grad_hook(
                     functools.partial(self._on_grad, None)))
             if self.step_on == "optimizer":
-                clock = self.optimizers[0]
-                self._handles.append(clock.register_step_pre_hook(self._on_step_pre))
-                self._handles.append(clock.register_step_post_hook(self._on_step_post))
+                for opt in self.optimizers:
+                    self._clock(opt)
             for probe in self.probes:
                 probe.attach(self.run)
             self.run.own_hook_ids.update(
@@ -326,14 +330,51 @@ class Scope:
         if self.step_on == "backward":
             self._end_step()
 
-    def _on_step_pre(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+    def _clock(self, optimizer: torch.optim.Optimizer) -> None:
+        self._handles.append(optimizer.register_step_pre_hook(self._on_step_pre))
+        self._handles.append(optimizer.register_step_post_hook(self._on_step_post))
+
+    def _counts(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether this optimizer's step is a training step of its own. With several optimizers
+        (one per parameter group of a model, or one rebuilt mid-run), the first to step after a
+        backward ends the step; another stepping right after it, with no backward in between,
+        belongs to the same step."""
+        return self.run.backwards_in_step > 0 or self._stepper in (None, id(optimizer))
+
+    def _on_step_pre(self, optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if not self._counts(optimizer):
+            return
         started = time.perf_counter_ns()
         for probe in self.probes:
             probe.on_step_begin()
         self.run.overhead_ns += time.perf_counter_ns() - started
 
-    def _on_step_post(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+    def _on_step_post(self, optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if not self._counts(optimizer):
+            return
+        self._stepper = id(optimizer)
         self._end_step()
+
+    def add_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Watch an optimizer created after the scope began (a rebuilt one, or one for a new task):
+        its steps join the step clock, and the optimizer checks include it from the next flush."""
+        if any(opt is optimizer for opt in self.optimizers) or self._closed:
+            return
+        _check_optimizers(optimizer)
+        self.optimizers.append(optimizer)  # the run state shares this list
+        if self.step_on == "backward" and not self._manual_clock:
+            self.step_on = "optimizer"  # a model stepped by hand until now: from here on, its optimizer
+        if self.step_on == "optimizer":
+            self._clock(optimizer)
+        for probe in self.probes:
+            probe.on_optimizer_added(optimizer)
+        self.run.own_hook_ids.update(
+            h.id for h in [*self._handles, *(h for p in self.probes for h in p.handles)])
+
+    def add_findings(self, findings: Sequence[Finding]) -> None:
+        """Findings from outside the probes (the registration checks of a script's model)."""
+        self._extra.extend(findings)
+        self._findings = None
 
     def step(self) -> None:
         """End the current step by hand (only with ``step_on="manual"``)."""
@@ -434,7 +475,8 @@ class Scope:
         """Every probe's findings, most severe first (computed once the scope is closed)."""
         if self._closed and self._findings is not None:
             return self._findings
-        found = judge_run(self._record_without_findings(), self.options.thresholds)
+        found = sort_findings([*judge_run(self._record_without_findings(), self.options.thresholds),
+                               *self._extra])
         if self._closed:
             self._findings = found
         return found
@@ -460,7 +502,7 @@ class Scope:
                             device=str(run.params[0].device) if run.params else "cpu"),
             steps=run.step, backwards=run.backwards, step_on=self.step_on,
             optimizers=[type(o).__name__ for o in self.optimizers], grad_scaler=bool(run.scalers),
-            distributed=self._distributed(), notes=list(run.notes),
+            distributed=self._distributed(), notes=list(run.notes), registration=self.registration,
             thresholds=dataclasses.asdict(self.options.thresholds), probes=self.records)
 
     def _distributed(self) -> DistributedInfo | None:

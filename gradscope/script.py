@@ -124,6 +124,24 @@ class ScriptWatcher:
         while self._restore:
             self._restore.pop()()
         self.close_scopes(failed)
+        for w in self.watched:
+            self._check_registration(w)
+
+    def _check_registration(self, w: Watched) -> None:
+        """The registration checks (GS101-GS106) of a script's model, after it ran: lazy modules
+        have their parameters by then. Static only: a forward pass would need an input."""
+        from gradscope.records import Registration
+        from gradscope.registration import check, registration_tree
+
+        inner = w.scope.unwrapped.inner
+        try:
+            found = check(inner)
+            tree = registration_tree(inner)
+        except Exception as exc:  # an unusual module must not cost the run its record
+            self.say(f"gradscope: the registration check of {w.label} failed ({type(exc).__name__}: {exc})")
+            return
+        w.scope.add_findings(found)
+        w.scope.registration = Registration(tree=tree)
 
     def close_scopes(self, failed: bool) -> None:
         """Close every scope (a scope closes once: later calls do nothing)."""
@@ -146,11 +164,16 @@ class ScriptWatcher:
         self._depth = max(0, self._depth - 1)
 
     def _maybe_attach(self, module: nn.Module) -> None:
-        params = {id(p) for p in module.parameters() if p.requires_grad}
-        if not params:
+        if not any(p.requires_grad for p in module.parameters()):
             return  # losses and parameter-free helpers are not models
         if any(id(module) in {id(m) for m in w.model.modules()} for w in self.watched):
             return  # a submodule of a model already watched, called on its own
+        module = _wrapper_of(module)  # a DDP wrapper whose forward the script bypasses: GS701
+        if any(w.model is module for w in self.watched):
+            return
+        # every parameter, frozen ones too: an optimizer holding only the frozen head (and not the
+        # trainable backbone) is the model's optimizer, and the mistake to report
+        params = {id(p) for p in module.parameters()}
         optimizers = [o for o in _live_optimizers()
                       if any(id(p) in params for g in o.param_groups for p in g["params"])]
         label = type(module).__name__
@@ -179,11 +202,41 @@ class ScriptWatcher:
             return
         self._known_optimizers.add(id(optimizer))
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        for w in self.watched:
-            if any(id(p) in held for p in w.model.parameters()):
-                w.late_optimizers.append(type(optimizer).__name__)
-                self.say(f"gradscope: {type(optimizer).__name__} (created after {w.label} was first "
-                         "called) also updates it; its steps are counted from backward passes")
+        owners = [w for w in self.watched if any(id(p) in held for p in w.model.parameters())]
+        if not owners:
+            # a model trained through model.forward(x), which runs no module hook: found from
+            # the optimizer stepping its parameters (its scope starts with the next backward)
+            for module in _roots_holding(held):
+                self._maybe_attach(module)
+            return
+        for w in owners:
+            w.late_optimizers.append(type(optimizer).__name__)
+            w.scope.add_optimizer(optimizer)  # a rebuilt optimizer, or one for a new task
+            self.say(f"gradscope: {type(optimizer).__name__} (created after {w.label} was first "
+                     "called) now updates it; it joins the step clock and the optimizer checks")
+
+
+def _live(kind: type) -> list[Any]:
+    with warnings.catch_warnings():  # isinstance on deprecated module proxies warns; not ours to say
+        warnings.simplefilter("ignore")
+        return [o for o in gc.get_objects() if isinstance(o, kind)]
+
+
+def _wrapper_of(module: nn.Module) -> nn.Module:
+    """The DistributedDataParallel wrapper around ``module``, if the script built one."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return next((w for w in _live(DistributedDataParallel) if w.module is module), module)
+
+
+def _roots_holding(params: set[int]) -> list[nn.Module]:
+    """The outermost live modules that own any of ``params``."""
+    owners = [m for m in _live(nn.Module) if any(id(p) in params for p in m.parameters(recurse=False))]
+    if not owners:
+        return []
+    holders = [m for m in _live(nn.Module) if any(id(p) in params for p in m.parameters())]
+    inside = {id(sub) for m in holders for sub in m.modules() if sub is not m}
+    return [m for m in holders if id(m) not in inside]
 
 
 def _live_optimizers() -> list[torch.optim.Optimizer]:

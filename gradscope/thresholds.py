@@ -1,6 +1,7 @@
 """The numbers behind the findings: catalog defaults, each one settable per run."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
@@ -20,8 +21,24 @@ class Thresholds:
     update_ratio_high: float = 1e-1   # GS208
     hooks_growth_samples: int = 3     # GS601: consecutive growing samples
     clip_rate: float = 0.9            # GS401
+    clip_harm_factor: float = 0.01    # GS401 is a warning when max_norm is below this share of the median norm
     value_saturation: float = 0.1     # GS405
     input_bound_share: float = 0.3    # GS510: waiting for data over this share of the median step
+    input_bound_min_ms: float = 2.0   # GS510: ...and at least this long (30% of 0.7 ms is no bottleneck)
+
+    lr_collapse: float = 1e3          # GS308: a learning rate below its peak divided by this...
+    lr_collapse_share: float = 0.1    # GS308: ...for more than this share of the recorded steps
+
+    def __post_init__(self) -> None:
+        # NaN compares false with everything, so a NaN threshold would turn its check off without
+        # a word. Infinity stays allowed: it is how a caller asks for no limit, on purpose.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and math.isnan(value):
+                raise GradscopeError(
+                    f"threshold {f.name}=nan: expected a number, such as {f.default!r}; NaN "
+                    "compares false with everything, so the check would never fire (to turn it "
+                    "off on purpose, give inf)")
 
     @classmethod
     def of(cls, value: Thresholds | Mapping[str, Any] | None) -> Thresholds:
@@ -40,8 +57,9 @@ class Thresholds:
             kind = type(getattr(cls(), key))
             try:
                 converted[key] = kind(raw)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise GradscopeError(
                     f"threshold {key}={raw!r}: expected a {kind.__name__}, such as "
                     f"{getattr(cls(), key)!r}") from None
         return replace(cls(), **converted)
+

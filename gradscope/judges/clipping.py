@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 
-from gradscope.findings import Finding, finding
+from gradscope.findings import Finding, Severity, finding
 from gradscope.records.clipping import ClipCall, ClippingRecord
+from gradscope.records.loss import LossRecord
 from gradscope.records.run import RunRecord
 from gradscope.thresholds import Thresholds
 
@@ -61,11 +62,21 @@ def judge_clipping(rec: ClippingRecord, run: RunRecord, th: Thresholds) -> list[
         totals = sorted(c.total_norm for c in finite if c.total_norm is not None)
         threshold = finite[-1].threshold
         if share > th.clip_rate:
+            median = totals[len(totals) // 2]
+            cut = threshold / median if median > 0 else 1.0
+            losses = run.probe(LossRecord)
+            learning = losses.falling() if losses is not None else None
+            # Clipping every step is a design choice (the official word-language model clips at
+            # 0.25 with lr 20): a warning only with evidence of harm.
+            harm = learning is False or cut < th.clip_harm_factor
+            why = ("; the loss is not falling" if learning is False else
+                   f"; it divides the gradient by about {1 / cut:.0f}" if cut < th.clip_harm_factor else
+                   "; the loss is falling, so this may be by design")
             out.append(finding(
                 "GS401", "clip_grad_norm_",
                 f"norm clipping acted on {share:.0%} of {len(finite)} steps (max_norm {threshold:g}; "
-                f"median pre-clip norm {totals[len(totals) // 2]:.3g}): it works as a smaller learning "
-                "rate rather than a guard against spikes."))
+                f"median pre-clip norm {median:.3g}){why}: it works as a smaller learning rate rather "
+                "than a guard against spikes.", severity=Severity.WARNING if harm else Severity.INFO))
         elif share == 0.0:
             out.append(finding(
                 "GS402", "clip_grad_norm_",

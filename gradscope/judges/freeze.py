@@ -1,9 +1,10 @@
 """GS301–GS306 from the freeze record (GS305 also reads which parameters got gradients)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
-from gradscope.findings import Finding, finding
+from gradscope.findings import Finding, Severity, finding
 from gradscope.judges import grouped, short
 from gradscope.records.freeze import FreezeRecord, TensorState
 from gradscope.records.grad_norm import GradNormRecord
@@ -24,16 +25,32 @@ def judge_freeze(rec: FreezeRecord, run: RunRecord, th: Thresholds) -> list[Find
     def places(items: list[TensorState]) -> dict[str, list[str]]:
         return by_module([t.name for t in items], root, rec.frozen_subtrees)
 
-    out += grouped("GS301", places([t for t in rec.tensors if t.in_optimizer and not t.requires_grad]),
-                   "frozen parameter(s) of {where} ({names}) are in the optimizer: they take optimizer "
-                   "state, and weight decay or momentum can still move them (GS302).")
-    out += grouped("GS303", places([t for t in rec.tensors
+    gone = [t for t in rec.tensors if not t.in_model and t.in_optimizer]
+    out += grouped("GS307", places(gone),
+                   "parameter(s) of {where} ({names}) are no longer in the model but still in the optimizer: "
+                   "the layer was replaced after the optimizer was built, so the optimizer keeps updating "
+                   "the old tensors (and their state) while the new layer may get no updates at all (GS303).")
+    tensors = [t for t in rec.tensors if t.in_model]
+    frozen_in_opt = [t for t in tensors if t.in_optimizer and not t.requires_grad]
+    # An optimizer skips a parameter whose .grad is None, weight decay and momentum included: only
+    # a frozen parameter that holds a gradient (frozen after training, or zeroed with
+    # set_to_none=False) can be moved, and only that is worth a warning.
+    movable = [t for t in frozen_in_opt if t.grad_while_frozen]
+    inert = [t for t in frozen_in_opt if not t.grad_while_frozen]
+    out += grouped("GS301", places(movable),
+                   "frozen parameter(s) of {where} ({names}) are in the optimizer and hold a gradient: weight "
+                   "decay or momentum can still move them (GS302), and they take optimizer state.")
+    out += [dataclasses.replace(f, severity=Severity.INFO) for f in grouped(
+        "GS301", places(inert),
+        "frozen parameter(s) of {where} ({names}) are in the optimizer; they never get a gradient, so the "
+        "optimizer skips them, but they still take a place in its param groups.")]
+    out += grouped("GS303", places([t for t in tensors
                                     if has_opt and not t.in_optimizer and t.requires_grad]),
                    "trainable parameter(s) of {where} ({names}) are in no optimizer param group: they "
                    "get gradients but are never updated (was the layer replaced after the optimizer "
                    "was built?).")
     if run.steps > 0:
-        moved = [t for t in rec.tensors if t.first_frozen_change_step is not None and not t.requires_grad]
+        moved = [t for t in tensors if t.first_frozen_change_step is not None and not t.requires_grad]
         if moved:
             first = min(t.first_frozen_change_step for t in moved if t.first_frozen_change_step is not None)
             out += grouped("GS302", places(moved),
@@ -48,15 +65,15 @@ def judge_freeze(rec: FreezeRecord, run: RunRecord, th: Thresholds) -> list[Find
                 stats = grads.parameter_stats
                 no_grad |= {n for i, n in enumerate(grads.parameters[: len(stats)])
                             if stats.count[i] and float(stats.max[i]) == 0.0}
-            still = [t for t in rec.tensors if t.in_optimizer and t.requires_grad
+            still = [t for t in tensors if t.in_optimizer and t.requires_grad
                      and t.first_changed_step is None and t.name not in no_grad]
             lrs = sorted({t.lr for t in still if t.lr is not None})
             lr_text = f" (learning rate {', '.join(f'{x:g}' for x in lrs)})" if lrs else ""
             out += grouped("GS305", places(still),
                            "parameter(s) of {where} ({names}) are in the optimizer and got gradients, "
                            f"yet never changed over {run.steps} steps{lr_text}.")
-    total = sum(t.numel for t in rec.tensors)
-    trainable = [t for t in rec.tensors if t.trainable]
+    total = sum(t.numel for t in tensors)
+    trainable = [t for t in tensors if t.trainable]
     count = sum(t.numel for t in trainable)
     if total and 0 < count < ALMOST_ALL_FROZEN * total:
         names = [t.name for t in trainable]

@@ -8,6 +8,7 @@ import numpy as np
 from gradscope.findings import Finding, finding
 from gradscope.judges import plural
 from gradscope.records.grad_norm import GradNormRecord
+from gradscope.records.loss import LossRecord
 from gradscope.records.run import RunRecord
 from gradscope.thresholds import Thresholds
 
@@ -94,11 +95,16 @@ def vanishing(rec: GradNormRecord, th: Thresholds) -> list[Finding]:
 
 def exploding(rec: GradNormRecord, run: RunRecord, th: Thresholds) -> list[Finding]:
     peak = rec.total_stats.max
-    if rec.total_stats.count and peak is not None and peak > th.exploding_norm:
+    # A large norm alone says more about the loss's scale (a summed reconstruction loss) than
+    # about trouble: it is explosion where the loss does not fall with it.
+    losses = run.probe(LossRecord)
+    learning = losses.falling() if losses is not None else None
+    if rec.total_stats.count and peak is not None and peak > th.exploding_norm and learning is not True:
         return [finding(
             "GS204", run.root_name,
-            f"the total gradient norm reached {peak:.3g} (threshold {th.exploding_norm:g}): updates "
-            "this large throw the weights far from where the loss was measured.")]
+            f"the total gradient norm reached {peak:.3g} (threshold {th.exploding_norm:g})"
+            + (" and the loss is not falling" if learning is False else "")
+            + ": updates this large throw the weights far from where the loss was measured.")]
     totals = rec.total_norm[np.isfinite(rec.total_norm)]
     if totals.size >= GROWTH_MIN_STEPS:
         k = max(1, totals.size // 10)

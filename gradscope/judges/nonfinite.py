@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gradscope.findings import Finding, finding
+from gradscope.records.loss import LossRecord
 from gradscope.records.nonfinite import NonFiniteRecord
 from gradscope.records.run import RunRecord
 from gradscope.thresholds import Thresholds
@@ -38,6 +39,16 @@ def judge_nonfinite(rec: NonFiniteRecord, run: RunRecord, th: Thresholds) -> lis
                 "GS206", root,
                 f"the forward output became non-finite at step {step}{on}. Run with watch(..., "
                 "strict=True) to name the first module (costs a sync per step on a GPU)."))
+    seen = run.probe(LossRecord)
+    masked = seen.stats.first_nonfinite_step if seen is not None else None
+    if masked is not None and rec.first_nonfinite_loss_step is None and (step is None or masked < step):
+        out.append(finding(
+            "GS206", "loss",
+            f"the loss was non-finite at step {masked} while the gradients reaching the model stayed "
+            "finite: a mask or clamp hides it (a target whose logit is masked to -inf, log of 0 under a "
+            "where()), so the curve you log is NaN/Inf while training goes on.",
+            "Find which samples give an infinite loss (compute it with reduction='none'); fix the mask "
+            "or the targets rather than hiding the value."))
     loss = rec.first_nonfinite_loss_step
     # Under a GradScaler the gradient reaching the output is scaled and overflows by design (the
     # scaler skips those steps); persistent trouble shows as GS205 instead.

@@ -17,7 +17,7 @@ def judge_timing(rec: TimingRecord, run: RunRecord, th: Thresholds) -> list[Find
     step = phases["step"].median_ms
     data = sum(phases[p].median_ms for p in ("data", "h2d") if p in phases)
     limit = th.input_bound_share
-    if step > 0 and data / step > limit:
+    if step > 0 and data / step > limit and data >= th.input_bound_min_ms:
         return [finding(
             "GS510", "DataLoader",
             f"training is input-bound: waiting for data (and copying it to the device) takes "

@@ -4,17 +4,36 @@ from __future__ import annotations
 import numpy as np
 
 from gradscope.findings import Finding, finding
+from gradscope.records.lr import LrRecord
 from gradscope.records.run import RunRecord
 from gradscope.records.update_ratio import UpdateRatioRecord
 from gradscope.thresholds import Thresholds
+
+WARMUP_SHARE = 0.1  # a sample taken with every learning rate below this share of its peak is warm-up
+
+
+def _away_from_warmup(rec: UpdateRatioRecord, run: RunRecord) -> np.ndarray:
+    """Which samples to judge: not those taken while the learning rate was still warming up (or
+    had decayed to nearly nothing), when a small update says nothing about the learning rate."""
+    lrs = run.probe(LrRecord)
+    keep = np.ones(len(rec.steps), dtype=bool)
+    if lrs is None or lrs.lr.size == 0:
+        return keep
+    peak = np.nanmax(lrs.lr, axis=0)
+    for i, step in enumerate(rec.steps):
+        now = lrs.at(step)
+        if now is not None and all(not (v >= WARMUP_SHARE * p) for v, p in zip(now, peak) if p > 0):
+            keep[i] = False
+    return keep
 
 
 def judge_update_ratio(rec: UpdateRatioRecord, run: RunRecord, th: Thresholds) -> list[Finding]:
     if rec.ratios.size == 0:
         return []
+    keep = _away_from_warmup(rec, run)
     out = []
     for j, layer in enumerate(rec.layers):
-        col = rec.ratios[:, j]
+        col = rec.ratios[keep, j]
         col = col[np.isfinite(col) & (col > 0)]  # layers that never moved belong to GS305 and GS302
         if col.size == 0:
             continue

@@ -14,8 +14,11 @@ from gradscope.probes.dead_units import DeadUnitProbe
 from gradscope.probes.freeze import FreezeProbe
 from gradscope.probes.grad_norm import GradNormProbe
 from gradscope.probes.hooks import HookProbe
+from gradscope.probes.loss import LossProbe
+from gradscope.probes.lr import LrProbe
 from gradscope.probes.mode import ModeProbe
 from gradscope.probes.nonfinite import NonFiniteProbe
+from gradscope.probes.replicas import ReplicasProbe
 from gradscope.probes.tensor_grad import TensorProbe
 from gradscope.probes.timing import TimingProbe
 from gradscope.probes.update_ratio import UpdateRatioProbe
@@ -24,8 +27,9 @@ from gradscope.records.run import RunRecord
 from gradscope.thresholds import Thresholds
 
 DEFAULT_PROBES: tuple[type[Probe], ...] = (
-    TimingProbe, GradNormProbe, NonFiniteProbe, TensorProbe, HookProbe, FreezeProbe, ClipProbe,
-    ModeProbe, ZeroGradProbe, ActivationProbe, DeadUnitProbe, UpdateRatioProbe)
+    TimingProbe, GradNormProbe, NonFiniteProbe, LossProbe, TensorProbe, HookProbe, FreezeProbe, ClipProbe,
+    ModeProbe, ZeroGradProbe, ActivationProbe, DeadUnitProbe, LrProbe, UpdateRatioProbe,
+    ReplicasProbe)
 PROBE_NAMES: tuple[str, ...] = tuple(p.name for p in DEFAULT_PROBES)
 
 
@@ -86,7 +90,7 @@ def _rejudge_models(run: RunRecord, thresholds: Thresholds) -> RunRecord:
 
 __all__ = [
     "DEFAULT_PROBES", "PROBE_NAMES", "ActivationProbe", "ClipProbe", "DeadUnitProbe", "FreezeProbe",
-    "GradNormProbe", "HookProbe", "ModeProbe", "NonFiniteProbe", "Probe", "RunState", "TensorProbe",
-    "TimingProbe", "UpdateRatioProbe", "WatchOptions", "ZeroGradProbe", "declared_probes", "judge_run",
-    "rejudge",
+    "GradNormProbe", "HookProbe", "LossProbe", "LrProbe", "ModeProbe", "NonFiniteProbe", "Probe",
+    "ReplicasProbe", "RunState", "TensorProbe", "TimingProbe", "UpdateRatioProbe", "WatchOptions",
+    "ZeroGradProbe", "declared_probes", "judge_run", "rejudge",
 ]

@@ -174,6 +174,9 @@ class Probe:
     def on_step_end(self) -> None:
         """When a step is complete, before ``run.step`` advances."""
 
+    def on_optimizer_added(self, optimizer: torch.optim.Optimizer) -> None:
+        """An optimizer joined the run after attach (``scope.add_optimizer``)."""
+
     def flush(self, steps: list[int]) -> None:
         """Move the device rows of ``steps`` (rows 0..len-1) to the host and reset them."""
 

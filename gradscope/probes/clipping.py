@@ -237,6 +237,10 @@ class ClipProbe(Probe):
         super().detach()
         PATCHES.remove(self)
 
+    def on_optimizer_added(self, optimizer: torch.optim.Optimizer) -> None:
+        self._fresh[id(optimizer)] = False
+        self.handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
+
     def saw_scaler(self, scaler: Any) -> None:
         """A GradScaler scaled a loss while this scope was open."""
         run = self._state()

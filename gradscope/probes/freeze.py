@@ -124,7 +124,7 @@ class FreezeProbe(Probe):
     """GS301–GS306 and the freeze table."""
 
     name = "freeze"
-    codes = ("GS301", "GS302", "GS303", "GS304", "GS305", "GS306")
+    codes = ("GS301", "GS302", "GS303", "GS304", "GS305", "GS306", "GS307")
     record_type = FreezeRecord
     judge = staticmethod(judge_freeze)
     section = staticmethod(section_freeze)
@@ -144,27 +144,13 @@ class FreezeProbe(Probe):
         self.subtrees: list[str] = []
         self.kinds: list[str | None] = []    # the owning layer's kind, for GS306
         self.sharded = False                 # some parameter is sharded: changes are OR-ed over ranks
+        self.grad_while_frozen: list[bool] = []  # a frozen parameter held a .grad (the optimizer can move it)
+        self.in_model: list[bool] = []       # still one of the model's parameters (layers get replaced)
 
     def attach(self, run: Any) -> None:
         super().attach(run)
-        member = optimizer_membership(run.optimizers)
-        owners = {id(p): m for m in run.model.modules() for p in m._parameters.values() if p is not None}
-        for name, p in run.model.named_parameters():
-            name = clean_name(name)
-            pairs = member.get(id(p), [])
-            self.kinds.append(_norm_kind(owners.get(id(p))))
-            self.names.append(name)
-            self.params.append(p)
-            self.info.append(ParamInfo(name, p.numel(), p.requires_grad, pairs,
-                                       _group_value(run.optimizers, pairs, "lr"),
-                                       _group_value(run.optimizers, pairs, "weight_decay")))
-        self.sharded = any(is_dtensor(p) for p in self.params) or run.sharded
-        self.baseline = fingerprint(self.params).cpu() if self.params else None
-        self.first_changed_step = [None] * len(self.params)
-        self.first_frozen_change = [None] * len(self.params)
-        self.requires_grad = [p.requires_grad for p in self.params]
-        if self.baseline is not None:
-            self.frozen_base = {i: self.baseline[i] for i, rg in enumerate(self.requires_grad) if not rg}
+        self.sharded = any(is_dtensor(p) for p in run.model.parameters()) or run.sharded
+        self._add([(clean_name(n), p) for n, p in run.model.named_parameters()])
         for path, sub in frozen_subtrees(run.model):
             path = clean_name(path)
             self.subtrees.append(path)
@@ -173,6 +159,48 @@ class FreezeProbe(Probe):
                     full = f"{path}.{bn_name}" if bn_name else path
                     self.handles.append(bn.register_forward_pre_hook(
                         lambda m, _a, full=full, path=path: self._on_bn(m, full, path)))
+
+    def _add(self, named: list[tuple[str, nn.Parameter]]) -> None:
+        """Start following parameters: at attach, and those a layer replaced during the run
+        brought in (model surgery, pruning, a new head)."""
+        run = self._state()
+        member = optimizer_membership(run.optimizers)
+        owners = {id(p): m for m in run.model.modules() for p in m._parameters.values() if p is not None}
+        start = len(self.params)
+        for name, p in named:
+            pairs = member.get(id(p), [])
+            self.kinds.append(_norm_kind(owners.get(id(p))))
+            self.names.append(name)
+            self.params.append(p)
+            self.info.append(ParamInfo(name, p.numel(), p.requires_grad, pairs,
+                                       _group_value(run.optimizers, pairs, "lr"),
+                                       _group_value(run.optimizers, pairs, "weight_decay")))
+            self.first_changed_step.append(None)
+            self.first_frozen_change.append(None)
+            self.grad_while_frozen.append(False)
+            self.requires_grad.append(p.requires_grad)
+            self.in_model.append(True)
+        if len(self.params) == start:
+            return
+        base = fingerprint(self.params[start:]).cpu()
+        self.baseline = base if self.baseline is None else torch.cat([self.baseline, base])
+        self.frozen_base.update({start + j: base[j] for j, p in enumerate(self.params[start:]) if not p.requires_grad})
+
+    def _reread(self) -> None:
+        """The model's parameters and the optimizers' param groups as they are now: layers may have
+        been replaced, optimizers rebuilt or given new groups since the scope began."""
+        run = self._state()
+        current = {id(p): (clean_name(n), p) for n, p in run.model.named_parameters()}
+        known = {id(p) for p in self.params}
+        self.in_model = [id(p) in current for p in self.params]
+        self._add([entry for pid, entry in current.items() if pid not in known])
+        member = optimizer_membership(run.optimizers)
+        for i, p in enumerate(self.params):
+            pairs = member.get(id(p), [])
+            if pairs != self.info[i].groups:
+                self.info[i] = ParamInfo(self.info[i].name, self.info[i].numel, self.info[i].trainable, pairs,
+                                         _group_value(run.optimizers, pairs, "lr"),
+                                         _group_value(run.optimizers, pairs, "weight_decay"))
 
     def _on_bn(self, module: nn.Module, full: str, subtree: str) -> None:
         if module.training and torch.is_grad_enabled():
@@ -194,9 +222,15 @@ class FreezeProbe(Probe):
             self.frozen_base.update({i: base[j] for j, i in enumerate(newly_frozen)})
 
     def flush(self, steps: list[int]) -> None:
-        if self.baseline is None or not steps:
+        if not steps:
+            return
+        self._reread()
+        if self.baseline is None:
             return
         run = self._state()
+        for i, p in enumerate(self.params):  # host checks: an optimizer skips a parameter whose .grad is None
+            if not p.requires_grad and p.grad is not None:
+                self.grad_while_frozen[i] = True
         now = fingerprint(self.params).cpu()
         changed = (now != self.baseline).any(dim=1)
         frozen_changed = torch.zeros_like(changed)
@@ -223,9 +257,10 @@ class FreezeProbe(Probe):
         return [TensorState(name=i.name, numel=i.numel, trainable=i.trainable, requires_grad=p.requires_grad,
                             in_optimizer=bool(i.groups), lr=i.lr, weight_decay=i.weight_decay,
                             first_changed_step=changed, first_frozen_change_step=frozen_change,
-                            norm_kind=kind)
-                for i, p, changed, frozen_change, kind in zip(self.info, self.params, self.first_changed_step,
-                                                               self.first_frozen_change, self.kinds)]
+                            norm_kind=kind, grad_while_frozen=held, in_model=inside)
+                for i, p, changed, frozen_change, kind, held, inside in zip(
+                    self.info, self.params, self.first_changed_step, self.first_frozen_change, self.kinds,
+                    self.grad_while_frozen, self.in_model)]
 
     def table(self) -> list[FreezeRow]:
         """One row per module that owns parameters: counts, optimizer coverage, lr, change."""

@@ -1,6 +1,7 @@
 """Update-to-weight ratio (GS208), ``||w_after - w_before|| / ||w_before||``, sampled.
 
-Every ``every`` steps the trainable weights are copied right before ``optimizer.step()`` (one
+At steps 0, 1, 2, 4, 8, ... and then every ``every`` steps the trainable weights are copied
+right before ``optimizer.step()`` (one
 fused ``_foreach_mul``; memory is the model size, for that step only) and compared right after.
 Ratios stay on the device until a flush. Parameters that did not move at all are left to the
 freeze and optimizer checks; a layer whose weights are all zero has no ratio (NaN).
@@ -47,13 +48,18 @@ class UpdateRatioProbe(Probe):
         super().attach(run)
         self.series = DecimatedSeries(2 * len(run.params), run.max_kept_steps)
 
+    def samples(self, step: int) -> bool:
+        """Sampled steps: 0, 1, 2, 4, 8, ... below ``every``, then every ``every``-th: a short run
+        still has several samples, a long one pays for one copy every ``every`` steps."""
+        return step % self.every == 0 or (step < self.every and step & (step - 1) == 0)
+
     @property
     def steps(self) -> list[int]:
         return self.series.steps if self.series else []
 
     def on_step_begin(self) -> None:
         run = self._state()
-        if run.step % self.every == 0 and run.params:
+        if self.samples(run.step) and run.params:
             self.snapshot = list(torch._foreach_mul([local(p).detach() for p in run.params], 1.0))
 
     def on_step_end(self) -> None:

@@ -12,6 +12,8 @@ the generator's loss and is zeroed before its own backward. The flags reach the 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from gradscope.judges.zero_grad import judge_zero_grad
@@ -24,7 +26,7 @@ class ZeroGradProbe(Probe):
     """GS503."""
 
     name = "zero_grad"
-    codes = ("GS503",)
+    codes = ("GS503", "GS511")
     record_type = ZeroGradRecord
     judge = staticmethod(judge_zero_grad)
     section = staticmethod(section_zero_grad)
@@ -38,13 +40,43 @@ class ZeroGradProbe(Probe):
         self.checked = 0
         self._reset_seen = False
         self._stale: torch.Tensor | None = None
+        # GS511: backward passes after a step's first one, and how many found .grad emptied
+        self._backwards = 0
+        self._later_empty_host = 0
+        self._later_empty: torch.Tensor | None = None
+        self._inside_step = False       # optimizer.step(closure) evaluating its closure
+        self.micro: list[tuple[int, int, int, torch.Tensor | None]] = []  # step, later backwards, host, device
+        self.accumulation_steps = 0
+        self.zeroed_steps: list[int] = []
+
+    def attach(self, run: Any) -> None:
+        super().attach(run)
+        for opt in run.optimizers:
+            for handle in (opt.register_step_pre_hook(self._enter_step), opt.register_step_post_hook(self._leave_step)):
+                self.handles.append(handle)
+                run.own_hook_ids.add(handle.id)
+
+    def on_optimizer_added(self, optimizer: torch.optim.Optimizer) -> None:
+        for handle in (optimizer.register_step_pre_hook(self._enter_step),
+                       optimizer.register_step_post_hook(self._leave_step)):
+            self.handles.append(handle)
+            self._state().own_hook_ids.add(handle.id)
+
+    def _enter_step(self, *_: Any) -> None:
+        self._inside_step = True
+
+    def _leave_step(self, *_: Any) -> None:
+        self._inside_step = False
 
     def on_step_end(self) -> None:
         run = self._state()
         if self.watched is not None or not run.optimizers:
             return
+        # the sentinel must be a parameter an optimizer steps and its zero_grad() clears: one
+        # that no optimizer holds piles up gradients by design (its .grad is nobody's to zero)
+        owned = {id(p) for opt in run.optimizers for g in opt.param_groups for p in g["params"]}
         candidates = [(p.numel(), name, p) for name, p in zip(run.param_names, run.params)
-                      if p.grad is not None and not p.grad.is_sparse]
+                      if id(p) in owned and p.grad is not None and not p.grad.is_sparse]
         if not candidates:
             return
         _, name, param = min(candidates, key=lambda c: (c[0], c[1]))
@@ -55,9 +87,16 @@ class ZeroGradProbe(Probe):
 
     def _on_grad(self, param: torch.Tensor) -> None:
         run = self._state()
-        if run.step == 0:
+        if run.step == 0 or self._inside_step:
             return
         grad = param.grad
+        if self._backwards:  # a later backward of the step: was the accumulated gradient emptied?
+            if grad is None:
+                self._later_empty_host += 1
+            else:
+                empty = (grad.detach().abs().amax() == 0).to(torch.int32)
+                self._later_empty = empty if self._later_empty is None else self._later_empty + empty
+        self._backwards += 1
         if grad is None:
             self._reset_seen = True
         elif not self._reset_seen:
@@ -71,19 +110,30 @@ class ZeroGradProbe(Probe):
         self.checked += 1
         if not self._reset_seen and self._stale is not None:
             self.flags.append((run.step, self._stale))
+        if self._backwards > 1:
+            self.micro.append((run.step, self._backwards - 1, self._later_empty_host, self._later_empty))
         self._reset_seen = False
         self._stale = None
+        self._backwards = self._later_empty_host = 0
+        self._later_empty = None
 
     def flush(self, steps: list[int]) -> None:
-        if not self.flags:
-            return
-        values = torch.stack([f for _, f in self.flags]).cpu().tolist()
-        self.stale_steps += [s for (s, _), stale in zip(self.flags, values) if stale]
-        self.flags.clear()
+        if self.flags:
+            values = torch.stack([f for _, f in self.flags]).cpu().tolist()
+            self.stale_steps += [s for (s, _), stale in zip(self.flags, values) if stale]
+            self.flags.clear()
+        for step, later, host, device in self.micro:  # one host copy each, at the flush
+            self.accumulation_steps += 1
+            if host + (int(device) if device is not None else 0) == later:
+                self.zeroed_steps.append(step)
+        self.micro.clear()
 
     def record(self) -> ZeroGradRecord | None:
         if self.watched is None:
             return None
         return ZeroGradRecord(watched_parameter=self.watched, steps_checked=self.checked,
                               steps_with_stale_gradients=len(self.stale_steps),
-                              first_stale_step=self.stale_steps[0] if self.stale_steps else None)
+                              first_stale_step=self.stale_steps[0] if self.stale_steps else None,
+                              accumulation_steps=self.accumulation_steps,
+                              emptied_accumulation_steps=len(self.zeroed_steps),
+                              first_emptied_step=self.zeroed_steps[0] if self.zeroed_steps else None)

@@ -14,8 +14,11 @@ from gradscope.records.freeze import FreezeRecord, FreezeRow, TensorState
 from gradscope.records.grad_norm import GradNormRecord
 from gradscope.records.hooks import HookChange, HookSample, HooksRecord
 from gradscope.records.io import load_record, read_json, write_record, write_text_atomic
+from gradscope.records.loss import LossRecord
+from gradscope.records.lr import LrRecord, SchedulerState
 from gradscope.records.mode import ModeRecord
 from gradscope.records.nonfinite import NonFiniteRecord
+from gradscope.records.replicas import ReplicasRecord
 from gradscope.records.run import (
     SCHEMA,
     VERSION,
@@ -37,12 +40,12 @@ from gradscope.records.update_ratio import UpdateRatioRecord
 from gradscope.records.zero_grad import ZeroGradRecord
 
 __all__ = [
-    "SCHEMA", "VERSION", "ActivationGradRecord", "ClipCall", "ClipEvent", "ClipSummary",
-    "ClippingRecord", "Curves", "DeadUnits", "DistributedInfo", "DeadUnitsRecord", "Environment", "FreezeRecord",
-    "FreezeRow", "GradNormRecord", "HookChange", "HookSample", "HooksRecord", "Matrix",
-    "ModeRecord", "ModelInfo", "ModuleNode", "NonFiniteRecord", "PhaseStats", "ProbeRecord",
-    "Record", "Registration", "RunInfo", "RunRecord", "RunStatus", "Stats", "StatsTable",
-    "TensorGradRecord", "TensorSeries", "TensorState", "TimingRecord", "TimingSummary",
+    "SCHEMA", "VERSION", "ActivationGradRecord", "ClipCall", "ClipEvent", "ClipSummary", "ClippingRecord",
+    "Curves", "DeadUnits", "DeadUnitsRecord", "DistributedInfo", "Environment", "FreezeRecord", "FreezeRow",
+    "GradNormRecord", "HookChange", "HookSample", "HooksRecord", "LossRecord", "LrRecord", "Matrix",
+    "ModeRecord", "ModelInfo", "ModuleNode", "NonFiniteRecord", "PhaseStats", "ProbeRecord", "Record",
+    "Registration", "ReplicasRecord", "RunInfo", "RunRecord", "RunStatus", "SchedulerState", "Stats",
+    "StatsTable", "TensorGradRecord", "TensorSeries", "TensorState", "TimingRecord", "TimingSummary",
     "Unregistered", "UpdateRatioRecord", "Vector", "WatchedModel", "ZeroGradRecord", "load_record",
     "probe_record_type", "read_json", "write_record", "write_text_atomic",
 ]

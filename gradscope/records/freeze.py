@@ -36,6 +36,8 @@ class TensorState(Record):
     first_changed_step: int | None = None
     first_frozen_change_step: int | None = None   # changed while frozen
     norm_kind: str | None = None                  # "BatchNorm", "norm" or None: the owning layer
+    grad_while_frozen: bool = False               # it held a .grad while frozen: an optimizer can move it
+    in_model: bool = True                         # still a parameter of the model at the end (GS307)
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,15 @@ class FreezeRecord(ProbeRecord, probe="freeze"):
     table: list[FreezeRow] = field(default_factory=list)
     tensors: list[TensorState] | None = None
 
-    evidence = {code: ("tensors",) for code in ("GS301", "GS302", "GS303", "GS305", "GS306")}
+    evidence = {code: ("tensors",) for code in ("GS301", "GS302", "GS303", "GS305", "GS306", "GS307")}
 
     @staticmethod
     def rows_of(tensors: list[TensorState], root: str) -> list[FreezeRow]:
         """One row per module owning parameters, in the order the parameters come."""
         rows: dict[str, dict[str, Any]] = {}
         for t in tensors:
+            if not t.in_model:
+                continue  # a replaced layer's old parameters: GS307 names them
             module = t.name.rpartition(".")[0] or root
             row = rows.setdefault(module, {"tensors": 0, "trainable": 0, "frozen": 0, "in_optimizer": 0,
                                            "not_in_optimizer": 0, "lr": set(), "weight_decay": set(),

@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
         TimingSummary,
         UpdateRatioRecord,
     )
+    from gradscope.records.loss import LossRecord
+    from gradscope.records.lr import LrRecord
     from gradscope.thresholds import Thresholds
 
 MAX_READ_ROWS = 4096   # per-step rows a heatmap reads (evenly spaced) before averaging into columns
@@ -212,6 +214,55 @@ def clipping_figure(clip: ClippingRecord) -> Chart | None:
     chart.caption = (f"{len(clip.calls)} clip call(s)"
                      + (f"; norm clipping acted on {fmt_number(frac * 100)}% of them"
                         if frac is not None and math.isfinite(frac) else "") + ".")
+    return chart
+
+
+def loss_figure(rec: LossRecord) -> Chart | None:
+    """The loss each step backpropagated (a log axis when it spans orders of magnitude)."""
+    y = rec.loss
+    if y.size == 0:
+        return None
+    x = np.asarray(rec.steps, dtype=float)
+    finite = y[np.isfinite(y)]
+    log = bool(finite.size and (finite > 0).all() and finite.max() / max(finite.min(), 1e-300) > 100)
+    with style():
+        fig = new_figure(10, 3.0)
+        ax = fig.add_subplot()
+        chart = Chart("loss", "Loss per step", fig)
+        env = line_with_envelope(chart, ax, x, y, "loss", COLOURS[0], log)
+        bad = mark_nonfinite(ax, x, y)
+        if log:
+            log_scale(ax)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+    notes = [f"{len(y)} recorded steps"]
+    if env.reduced:
+        notes.append(f"averaged into {len(env.x)} points, shaded band: min to max in each bucket")
+    if bad:
+        notes.append(f"red lines: {bad} step(s) with a non-finite loss")
+    chart.caption = "; ".join(notes) + "."
+    return chart
+
+
+def lr_figure(rec: LrRecord) -> Chart | None:
+    """Each param group's learning rate over the steps."""
+    if rec.lr.size == 0:
+        return None
+    x = np.asarray(rec.steps, dtype=float)
+    with style():
+        fig = new_figure(10, 2.8)
+        ax = fig.add_subplot()
+        chart = Chart("lr", "Learning rate per param group", fig)
+        positive_values = rec.lr[np.isfinite(rec.lr) & (rec.lr > 0)]
+        log = bool(positive_values.size and positive_values.max() / positive_values.min() > 100)
+        for j, (group, colour) in enumerate(zip(rec.groups[: len(COLOURS)], COLOURS)):
+            line_with_envelope(chart, ax, x, rec.lr[:, j], group, colour, log)
+        if log:
+            log_scale(ax)
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        ax.legend(loc="upper right", fontsize=8)
+    chart.caption = f"{len(rec.groups)} param group(s), read right before each optimizer.step()."
     return chart
 
 

@@ -29,8 +29,9 @@ def test_ddp_norms_are_the_averaged_gradients_and_identical_on_every_rank(varian
     assert r0["distributed"]["rank"] == 0 and r1["distributed"]["rank"] == 1
     assert "averaged" in r0["distributed"]["reduction"]
     assert r0["collectives_in_steps"] == 0 and r1["collectives_in_steps"] == 0
-    # at the flush only: NaN flags and the ranks that saw them (DDP needs none for the norms)
-    assert r0["collectives"] == r1["collectives"] == ["all_reduce"]
+    # at the flush only: NaN flags and the ranks that saw them, then the weight fingerprints that
+    # tell whether the replicas still agree (DDP needs none for the norms)
+    assert r0["collectives"] == r1["collectives"] == ["all_reduce", "all_reduce"]
     assert r0["bitwise"] and r1["bitwise"]                 # the training is unchanged
 
 
@@ -46,3 +47,18 @@ def test_a_nan_on_one_rank_is_reported_on_every_rank_with_its_rank(tmp_path: Pat
         assert "GS206" in r["findings"], r["findings"]
         assert any("at step 1 on rank 1 (of 2)" in m for m in r["messages"]), r["messages"]
         assert "GS205" in r["findings"]  # the averaged gradient carries it to every rank
+
+
+@pytest.mark.parametrize("case", ["healthy", "drift", "module"])
+def test_replicas_that_drift_apart_or_skip_the_wrapper_are_found(case: str, tmp_path: Path) -> None:
+    options = {} if case == "healthy" else {case: True}
+    r0, r1 = spawn("replicas", 2, tmp_path, **options)
+    for r in (r0, r1):
+        codes = set(r["findings"])
+        if case == "healthy":
+            assert not codes & {"GS701", "GS702"}, r["messages"]
+        elif case == "drift":
+            assert "GS702" in codes and "GS701" not in codes, r["messages"]
+            assert r["where"]["GS702"] == "2.weight"
+        else:
+            assert "GS701" in codes, r["messages"]

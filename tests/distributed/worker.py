@@ -247,6 +247,30 @@ def scenario_nan_rank(rank: int, world: int) -> dict[str, Any]:
     return out
 
 
+def scenario_replicas(rank: int, world: int) -> dict[str, Any]:
+    """``drift``: rank 1 edits a weight in place after step 1 (a rank-local EMA or re-init), so the
+    replicas no longer agree (GS702). ``module``: the loop calls ``model.module(x)``, so nothing is
+    all-reduced (GS701). With neither, the same loop gets neither finding."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = DDP(make_model())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    drift, module = bool(OPTIONS.get("drift")), bool(OPTIONS.get("module"))
+    with gradscope.watch(model, opt, flush_every=2) as scope:
+        for step in range(STEPS):
+            opt.zero_grad()
+            x, y = batch(rank, step)
+            loss_of(model.module if module else model, x, y).backward()
+            opt.step()
+            if drift and rank == 1 and step == 1:
+                with torch.no_grad():
+                    model.module[2].weight.mul_(0.5)
+    out = grad_result(scope)
+    out["where"] = {f.code: f.where for f in scope.findings}
+    out["messages"] = [f.message for f in scope.findings]
+    return out
+
+
 def main() -> None:
     scenario, rank, world, store, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
     torch.set_num_threads(1)

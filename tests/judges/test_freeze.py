@@ -75,11 +75,20 @@ def test_a_healthy_full_training_run_has_no_finding() -> None:
 
 # ---- GS301 ---------------------------------------------------------------------------------------
 def test_gs301_groups_frozen_parameters_in_the_optimizer_by_frozen_subtree() -> None:
-    tensors = [dataclasses.replace(t, in_optimizer=True) for t in BACKBONE] + HEAD
+    tensors = [dataclasses.replace(t, in_optimizer=True, grad_while_frozen=True) for t in BACKBONE] + HEAD
     (f,) = judge(freeze_record(tensors, subtrees=["backbone"]))
     assert (f.code, f.severity, f.where) == ("GS301", Severity.WARNING, "backbone")
     assert f.message.startswith("3 frozen parameter(s) of backbone (backbone.0.weight, backbone.0.bias, "
-                                "backbone.1.weight) are in the optimizer")
+                                "backbone.1.weight) are in the optimizer and hold a gradient")
+
+
+def test_gs301_is_info_where_the_optimizer_can_never_move_them() -> None:
+    # never a .grad: SGD and Adam skip them, weight decay and momentum included (mmcv-style
+    # frameworks hand every parameter to the optimizer on purpose)
+    tensors = [dataclasses.replace(t, in_optimizer=True) for t in BACKBONE] + HEAD
+    (f,) = judge(freeze_record(tensors, subtrees=["backbone"]))
+    assert (f.code, f.severity, f.where) == ("GS301", Severity.INFO, "backbone")
+    assert "the optimizer skips them" in f.message
 
 
 def test_gs301_outside_a_frozen_subtree_groups_by_owning_module() -> None:
@@ -325,13 +334,14 @@ def test_gs306_is_quiet_when_nothing_trains_at_all() -> None:
 
 
 # ---- records from an older gradscope -------------------------------------------------------------
-EVIDENCE_CODES = {"GS301", "GS302", "GS303", "GS305", "GS306"}
+EVIDENCE_CODES = {"GS301", "GS302", "GS303", "GS305", "GS306", "GS307"}
 
 
 def everything_wrong() -> FreezeRecord:
     tensors = [frozen("backbone.0.weight", 5000, in_optimizer=True, first_frozen_change_step=3),
                frozen("backbone.1.weight", 4990), trains("fc.weight", 5, first_changed_step=None),
-               trains("fc.bias", 5, in_optimizer=False)]
+               trains("fc.bias", 5, in_optimizer=False),
+               trains("old_fc.weight", 5, in_model=False)]   # replaced, still in the optimizer
     return freeze_record(tensors, subtrees=["backbone"], batchnorm=["backbone.1"])
 
 
@@ -360,3 +370,18 @@ def test_a_version_1_file_yields_none_of_the_codes_it_holds_no_evidence_for() ->
     assert rec is not None and rec.unjudged() == EVIDENCE_CODES
     assert "GS301" in {f.code for f in run.findings}, "the finding recorded at the time"
     assert {f.code for f in judge_freeze(rec, run, Thresholds())} & EVIDENCE_CODES == set()
+
+
+# ---- GS307 ---------------------------------------------------------------------------------------
+def test_gs307_names_a_replaced_layers_parameters_still_in_the_optimizer() -> None:
+    old = [dataclasses.replace(t, in_model=False, in_optimizer=True) for t in HEAD]
+    new = [trains("head.weight", in_optimizer=False), trains("head.bias", in_optimizer=False)]
+    found = judge(freeze_record(BACKBONE + old + new))
+    gone = codes(found, "GS307")
+    assert [f.where for f in gone] == ["head"] and "no longer in the model" in gone[0].message
+    assert [f.where for f in codes(found, "GS303")] == ["head"]  # the new head is in no optimizer
+
+
+def test_gs307_is_quiet_for_a_replaced_layer_the_optimizer_no_longer_holds() -> None:
+    old = [dataclasses.replace(t, in_model=False, in_optimizer=False) for t in HEAD]
+    assert codes(judge(freeze_record(BACKBONE + old + HEAD)), "GS307") == []

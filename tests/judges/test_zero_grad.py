@@ -50,7 +50,26 @@ def test_gs503_without_the_first_stale_step_leaves_it_out() -> None:
     # a version-1 record has no first_stale_step
     rec = ZeroGradRecord.from_json({"watched_parameter": "fc.weight", "steps_checked": 10,
                                     "steps_with_stale_gradients": 9})
-    assert rec.first_stale_step is None and rec.unjudged() == frozenset()
+    # GS503 needs no more than a version-1 record holds; GS511's evidence came later
+    assert rec.first_stale_step is None and rec.unjudged() == frozenset({"GS511"})
     (f,) = judge(rec)
     assert "at 9 of 10 steps the gradient" in f.message and "first at step" not in f.message
     assert "(seen on fc.weight)" in f.message
+
+
+def _accumulating(steps: int, emptied: int) -> ZeroGradRecord:
+    return ZeroGradRecord(watched_parameter="fc.bias", steps_checked=steps, steps_with_stale_gradients=0,
+                          accumulation_steps=steps, emptied_accumulation_steps=emptied,
+                          first_emptied_step=1 if emptied else None)
+
+
+@pytest.mark.parametrize(("steps", "emptied", "flagged"), [
+    (8, 8, True), (8, 4, True), (8, 3, False), (1, 1, False), (0, 0, False),
+], ids=["every-accumulation-step-emptied", "half-of-them", "under-half", "a-single-step-is-no-pattern",
+        "no-accumulation"])
+def test_gs511_zero_grad_before_every_micro_batch(steps: int, emptied: int, flagged: bool) -> None:
+    found = [f for f in judge(_accumulating(steps, emptied)) if f.code == "GS511"]
+    assert bool(found) is flagged
+    if flagged:
+        assert found[0].where == ROOT and "accumulation does nothing" in found[0].message
+        assert f"{emptied} of {steps} accumulation steps" in found[0].message

@@ -59,7 +59,7 @@ def _train(lr: float, steps: int, every: int, optimizer: str = "sgd", zero: str 
 def test_ratios_equal_a_hand_computation_at_the_sampled_steps(optimizer: str) -> None:
     scope, want = _train(lr=1e-2, steps=10, every=3, optimizer=optimizer)
     rec = scope.records["update_ratio"]
-    assert rec.steps == [0, 3, 6, 9]
+    assert rec.steps == [0, 1, 2, 3, 6, 9]  # 0, 1, 2, 4, ... below `every`, then every `every`-th
     assert rec.layers == ["0", "2", "4"]
     assert rec.ratios.shape == (len(rec.steps), len(rec.layers))
     for row, step in zip(rec.ratios.tolist(), rec.steps):

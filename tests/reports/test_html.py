@@ -47,7 +47,7 @@ from gradscope.scope import watch
 HOSTILE = "<script>alert(1)</script>"
 CLOSER = "</script><b>x</b>"
 FULL_SECTIONS = {"verdict", "run", "model", "registration", "gradients", "activations", "tensors", "clipping",
-                 "freezing", "curves", "update-ratio", "dead-units", "mode", "zero-grad", "timings", "lint",
+                 "freezing", "curves", "loss", "lr", "update-ratio", "dead-units", "mode", "zero-grad", "timings", "lint",
                  "environment", "record"}
 
 
@@ -228,6 +228,7 @@ def test_full_record_draws_its_figures(tree: Tree, page: str) -> None:
     figures = {n.attrs["id"] for n in tree.all("figure")}
     assert figures == {"fig-total-norm", "fig-grad-heatmap", "fig-grad-flow", "fig-activation-flow",
                        "fig-activation-heatmap", "fig-tensor-grad", "fig-clipping", "fig-curves",
+                       "fig-loss", "fig-lr",
                        "fig-update-ratio", "fig-timings"}
     assert "could not be drawn" not in page
     assert len(tree.all("svg")) == len(figures)
