@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gradscope.lint.rules import (
+    accumulation,
     clipping,
     deprecated,
     devices,
@@ -16,7 +17,8 @@ from gradscope.lint.rules.base import Hit, Rule
 RULES: dict[str, Rule] = {
     module.CODE: Rule(module.CODE, module.check)
     for module in sorted(
-        (registration, clipping, softmax, zero_grad, devices, keywords, deprecated, loss_accumulation),
+        (registration, clipping, softmax, zero_grad, devices, keywords, deprecated, loss_accumulation,
+         accumulation),
         key=lambda m: m.CODE,
     )
 }

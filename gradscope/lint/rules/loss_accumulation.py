@@ -32,7 +32,9 @@ def check(src: SourceFile) -> Iterator[Hit]:
     ``float(loss)``, ``loss.tolist()``), including a name rebound to one before the sum; values
     passed through a function lint cannot see into (``all_reduce(loss)``); accumulators whose sum
     is meant to be differentiated: one that later reaches a ``.backward()`` (``total.backward()``,
-    ``torch.stack(losses).sum().backward()``, also through assignments) or is returned; code under
+    ``torch.stack(losses).sum().backward()``, also through assignments) or is returned, unless
+    each added loss was backwarded already in the loop (``train_loss += loss`` after
+    ``loss.backward()``, then ``return train_loss / n``: the caller can only log it); code under
     ``torch.no_grad()``/``torch.inference_mode()`` (a ``with`` around it or a decorator on its
     function), where no graph exists; accumulation outside any loop; non-loss tensors
     (``correct += (pred == y).sum()``).
@@ -47,7 +49,7 @@ def check(src: SourceFile) -> Iterator[Hit]:
             continue
         if not _carries_loss(src, added, node, loops[-1], 0):
             continue
-        if _reaches_backward_or_return(src, node, accumulator):
+        if _reaches_backward_or_return(src, node, accumulator, _backwarded_each_iteration(src, added, loops[-1])):
             continue
         yield Hit(node, f"{src.segment(node)} {verb} the loss tensor itself, so each iteration's "
                         f"autograd graph stays alive and memory grows every step: use .item() "
@@ -184,8 +186,16 @@ def _detached(src: SourceFile, value: ast.AST) -> bool:
     return isinstance(value, ast.Attribute) and value.attr == "data"
 
 
-def _reaches_backward_or_return(src: SourceFile, at: ast.AST, accumulator: str) -> bool:
-    """Whether the accumulated value is differentiated or handed back: then keeping graphs is the point."""
+def _backwarded_each_iteration(src: SourceFile, added: ast.AST, loop: ast.AST) -> bool:
+    """Whether a name in ``added`` receives ``.backward()`` in the loop: its graph is spent already."""
+    return any(isinstance(n, ast.Name) and _is_backwarded(src, loop, n.id) for n in ast.walk(added))
+
+
+def _reaches_backward_or_return(src: SourceFile, at: ast.AST, accumulator: str, spent: bool) -> bool:
+    """Whether the accumulated value is differentiated or handed back: then keeping graphs is the point.
+
+    A returned sum of losses that were each backwarded already (``spent``) is for logging: the caller
+    cannot differentiate it again, so returning it is no reason to keep every graph."""
     owner = src.enclosing_function(at) or src.tree
     found = getattr(owner, "body", [])
     body = found if isinstance(found, list) else [found]
@@ -202,7 +212,7 @@ def _reaches_backward_or_return(src: SourceFile, at: ast.AST, accumulator: str) 
                         names.add(name)
                         changed = True
     for node in nodes:
-        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)) and node.value is not None:
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)) and node.value is not None and not spent:
             if _mentions(node.value, names):
                 return True
         if is_backward_call(src, node):

@@ -15,6 +15,17 @@ def lines(source: str) -> list[int]:
 
 
 MATCH = {
+    "returned-after-each-backward": ("""
+        def train_epoch(loader):
+            train_loss = 0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                train_loss += loss
+            return train_loss / len(loader)
+        """, [9]),
     "augmented": ("""
         for x, y in loader:
             loss = criterion(model(x), y)
@@ -81,6 +92,13 @@ def test_accumulated_loss_tensor_is_found(source: str, expected: list[int]) -> N
 
 
 NOT_MATCH = {
+    "returned-to-be-differentiated": """
+        def unrolled(batches):
+            total = 0
+            for x, y in batches:
+                total += criterion(model(x), y)
+            return total
+        """,
     "item": """
         for x, y in loader:
             loss = criterion(model(x), y)
