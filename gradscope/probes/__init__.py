@@ -15,6 +15,7 @@ from gradscope.probes.freeze import FreezeProbe
 from gradscope.probes.grad_norm import GradNormProbe
 from gradscope.probes.hooks import HookProbe
 from gradscope.probes.loss import LossProbe
+from gradscope.probes.loss_inputs import LossInputProbe
 from gradscope.probes.lr import LrProbe
 from gradscope.probes.mode import ModeProbe
 from gradscope.probes.nonfinite import NonFiniteProbe
@@ -27,9 +28,8 @@ from gradscope.records.run import RunRecord
 from gradscope.thresholds import Thresholds
 
 DEFAULT_PROBES: tuple[type[Probe], ...] = (
-    TimingProbe, GradNormProbe, NonFiniteProbe, LossProbe, TensorProbe, HookProbe, FreezeProbe, ClipProbe,
-    ModeProbe, ZeroGradProbe, ActivationProbe, DeadUnitProbe, LrProbe, UpdateRatioProbe,
-    ReplicasProbe)
+    TimingProbe, GradNormProbe, NonFiniteProbe, LossProbe, LossInputProbe, TensorProbe, HookProbe, FreezeProbe,
+    ClipProbe, ModeProbe, ZeroGradProbe, ActivationProbe, DeadUnitProbe, LrProbe, UpdateRatioProbe, ReplicasProbe)
 PROBE_NAMES: tuple[str, ...] = tuple(p.name for p in DEFAULT_PROBES)
 
 

@@ -15,6 +15,7 @@ from gradscope.records.grad_norm import GradNormRecord
 from gradscope.records.hooks import HookChange, HookSample, HooksRecord
 from gradscope.records.io import load_record, read_json, write_record, write_text_atomic
 from gradscope.records.loss import LossRecord
+from gradscope.records.loss_inputs import LossInputSite, LossInputsRecord
 from gradscope.records.lr import LrRecord, SchedulerState
 from gradscope.records.mode import ModeRecord
 from gradscope.records.nonfinite import NonFiniteRecord
@@ -42,10 +43,10 @@ from gradscope.records.zero_grad import ZeroGradRecord
 __all__ = [
     "SCHEMA", "VERSION", "ActivationGradRecord", "ClipCall", "ClipEvent", "ClipSummary", "ClippingRecord",
     "Curves", "DeadUnits", "DeadUnitsRecord", "DistributedInfo", "Environment", "FreezeRecord", "FreezeRow",
-    "GradNormRecord", "HookChange", "HookSample", "HooksRecord", "LossRecord", "LrRecord", "Matrix",
-    "ModeRecord", "ModelInfo", "ModuleNode", "NonFiniteRecord", "PhaseStats", "ProbeRecord", "Record",
-    "Registration", "ReplicasRecord", "RunInfo", "RunRecord", "RunStatus", "SchedulerState", "Stats",
-    "StatsTable", "TensorGradRecord", "TensorSeries", "TensorState", "TimingRecord", "TimingSummary",
-    "Unregistered", "UpdateRatioRecord", "Vector", "WatchedModel", "ZeroGradRecord", "load_record",
-    "probe_record_type", "read_json", "write_record", "write_text_atomic",
+    "GradNormRecord", "HookChange", "HookSample", "HooksRecord", "LossInputSite", "LossInputsRecord",
+    "LossRecord", "LrRecord", "Matrix", "ModeRecord", "ModelInfo", "ModuleNode", "NonFiniteRecord",
+    "PhaseStats", "ProbeRecord", "Record", "Registration", "ReplicasRecord", "RunInfo", "RunRecord",
+    "RunStatus", "SchedulerState", "Stats", "StatsTable", "TensorGradRecord", "TensorSeries", "TensorState",
+    "TimingRecord", "TimingSummary", "Unregistered", "UpdateRatioRecord", "Vector", "WatchedModel",
+    "ZeroGradRecord", "load_record", "probe_record_type", "read_json", "write_record", "write_text_atomic",
 ]

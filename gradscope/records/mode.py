@@ -13,3 +13,8 @@ class ModeRecord(ProbeRecord, probe="mode"):
     training_steps_in_eval_mode: int = 0
     first_evaluation_in_train_mode_step: int | None = None
     first_training_in_eval_mode_step: int | None = None
+    functional_dropout_in_evaluation: dict[str, int] = field(default_factory=dict)  # module -> calls
+    first_functional_dropout_step: int | None = None
+    unbackwarded_training_forwards: int = 0    # grad-enabled forwards whose output no backward reached
+    unbackwarded_in_train_mode: list[str] = field(default_factory=list)  # Dropout/BatchNorm in train mode then
+    first_unbackwarded_step: int | None = None

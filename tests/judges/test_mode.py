@@ -84,3 +84,35 @@ def test_a_version_1_mode_record_is_judged_the_same() -> None:
     assert rec.unjudged() == frozenset()
     assert [f.where for f in judge(rec)] == ["drop", ROOT]
     assert all("at some step" in f.message for f in judge(rec))
+
+
+# ---- functional dropout and evaluations written as training ---------------------------------------
+def test_gs504_for_functional_dropout_names_the_module_that_called_it() -> None:
+    (f,) = judge(ModeRecord(functional_dropout_in_evaluation={"encoder": 4}, first_functional_dropout_step=7))
+    assert (f.code, f.severity, f.where) == ("GS504", Severity.WARNING, "encoder")
+    assert "F.dropout(..., training=True) ran 4 time(s) during evaluation" in f.message
+    assert "first at step 7" in f.message and "training=self.training" in f.hint
+
+
+def test_gs504_for_functional_dropout_in_several_modules_names_the_root() -> None:
+    (f,) = judge(ModeRecord(functional_dropout_in_evaluation={"a": 1, "b": 2}))
+    assert f.where == ROOT and "ran 3 time(s)" in f.message
+
+
+@pytest.mark.parametrize(("count", "modules", "found"), [
+    pytest.param(2, ["bn", "drop"], True, id="two unbackpropagated forwards with BatchNorm and Dropout"),
+    pytest.param(1, ["bn"], False, id="one (a skipped NaN batch) is no evaluation"),
+    pytest.param(5, [], False, id="no mode-sensitive module in train mode: nothing wrong with the results"),
+])
+def test_gs504_for_forwards_that_never_reached_backward(count: int, modules: list[str], found: bool) -> None:
+    rec = ModeRecord(unbackwarded_training_forwards=count, unbackwarded_in_train_mode=modules,
+                     first_unbackwarded_step=3)
+    out = judge(rec)
+    if not found:
+        assert out == []
+        return
+    (f,) = out
+    assert (f.code, f.where) == ("GS504", ROOT)
+    assert "2 forward pass(es) with gradients enabled and bn, drop in train mode never reached a backward pass " \
+           "(first at step 3)" in f.message
+    assert "torch.no_grad()" in f.hint

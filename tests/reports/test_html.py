@@ -47,8 +47,8 @@ from gradscope.scope import watch
 HOSTILE = "<script>alert(1)</script>"
 CLOSER = "</script><b>x</b>"
 FULL_SECTIONS = {"verdict", "run", "model", "registration", "gradients", "activations", "tensors", "clipping",
-                 "freezing", "curves", "loss", "lr", "update-ratio", "dead-units", "mode", "zero-grad", "timings", "lint",
-                 "environment", "record"}
+                 "freezing", "curves", "loss", "loss-inputs", "lr", "update-ratio", "dead-units", "mode",
+                 "zero-grad", "timings", "lint", "environment", "record"}
 
 
 # ---- a small HTML tree to inspect pages with ----------------------------------------------------
