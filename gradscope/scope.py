@@ -342,6 +342,8 @@ class Scope:
         return self.run.backwards_in_step > 0 or self._stepper in (None, id(optimizer))
 
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        span = self.run.optimizer_steps.get(id(optimizer))
+        self.run.optimizer_steps[id(optimizer)] = (span[0] if span else self.run.step, self.run.step)
         if not self._counts(optimizer):
             return
         started = time.perf_counter_ns()
@@ -522,6 +524,12 @@ class Scope:
         return DistributedInfo(world_size=world.world_size, rank=world.rank, backend=world.backend,
                                strategy=strategy, compiled=self.unwrapped.compiled, reduction=how,
                                sharded_parameters=sharded)
+
+    def _repr_html_(self) -> str:
+        """The notebook summary of the run so far (a cell ending in ``scope``)."""
+        from gradscope.reports.notebook import summary_html
+
+        return summary_html(self.to_record())
 
     def to_record(self) -> RunRecord:
         """The record of this run: findings, captured statistics, and what was watched."""

@@ -27,7 +27,6 @@ import gc
 import sys
 import traceback
 import types
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -168,6 +167,9 @@ class ScriptWatcher:
             return  # losses and parameter-free helpers are not models
         if any(id(module) in {id(m) for m in w.model.modules()} for w in self.watched):
             return  # a submodule of a model already watched, called on its own
+        module = _trained_whole(module)  # model.forward(x) runs no hook of the model itself
+        if any(id(module) in {id(m) for m in w.model.modules()} for w in self.watched):
+            return
         module = _wrapper_of(module)  # a DDP wrapper whose forward the script bypasses: GS701
         if any(w.model is module for w in self.watched):
             return
@@ -217,9 +219,30 @@ class ScriptWatcher:
 
 
 def _live(kind: type) -> list[Any]:
-    with warnings.catch_warnings():  # isinstance on deprecated module proxies warns; not ours to say
-        warnings.simplefilter("ignore")
-        return [o for o in gc.get_objects() if isinstance(o, kind)]
+    # the class, not isinstance: isinstance on a dead weakref.proxy raises, and on a deprecated
+    # module's proxy it warns
+    return [o for o in gc.get_objects() if issubclass(type(o), kind)]
+
+
+def _trained_whole(module: nn.Module) -> nn.Module:
+    """The model ``module`` is part of, when an optimizer trains it as a part: the smallest live
+    module that holds ``module`` and every parameter of the optimizers that hold ``module``'s. A
+    model trained through ``model.forward(x)`` first shows itself as its layers' calls."""
+    own = {id(p) for p in module.parameters()}
+    wanted: set[int] = set()
+    for opt in _live_optimizers():
+        held = {id(p) for g in opt.param_groups for p in g["params"]}
+        if held & own:
+            wanted |= held
+    if wanted <= own:
+        return module
+    best: tuple[int, nn.Module] | None = None
+    for candidate in _live(nn.Module):
+        params = {id(p) for p in candidate.parameters()}
+        if wanted <= params and any(m is module for m in candidate.modules()):
+            if best is None or len(params) < best[0]:
+                best = (len(params), candidate)
+    return best[1] if best is not None else module
 
 
 def _wrapper_of(module: nn.Module) -> nn.Module:
@@ -240,9 +263,7 @@ def _roots_holding(params: set[int]) -> list[nn.Module]:
 
 
 def _live_optimizers() -> list[torch.optim.Optimizer]:
-    with warnings.catch_warnings():  # isinstance on deprecated module proxies warns; not ours to say
-        warnings.simplefilter("ignore")
-        return [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)]
+    return _live(torch.optim.Optimizer)
 
 
 @dataclass

@@ -19,14 +19,18 @@ def judge_lr(rec: LrRecord, run: RunRecord, th: Thresholds) -> list[Finding]:
         if col.size < 2:
             continue
         peak = float(col.max())
-        low = col < peak / th.lr_collapse
-        # A cosine schedule reaches peak/1000 in its last 2% of steps; a collapse stays there
-        if peak > 0 and low.mean() > th.lr_collapse_share:
-            first = rec.steps[int(np.flatnonzero(rec.lr[:, j] < peak / th.lr_collapse)[0])]
+        # only after the peak: a warm-up that starts from 0 is no collapse. A cosine schedule
+        # reaches peak/1000 in its last 2% of steps; a collapse stays there
+        low = col[int(np.argmax(col)):] < peak / th.lr_collapse
+        share = float(low.sum()) / col.size
+        if peak > 0 and share > th.lr_collapse_share and low[-1]:
+            full = rec.lr[:, j]
+            first = rec.steps[int(np.flatnonzero((full < peak / th.lr_collapse)
+                                                 & (np.arange(full.size) >= int(np.nanargmax(full))))[0])]
             out.append(finding(
                 "GS308", group,
                 f"the learning rate of {group} fell from {peak:.3g} to {float(col[-1]):.3g}, below "
-                f"1/{th.lr_collapse:g} of its peak from step {first} on ({low.mean():.0%} of the recorded "
+                f"1/{th.lr_collapse:g} of its peak from step {first} on ({share:.0%} of the recorded "
                 "steps): from there the weights barely move."))
     for s in rec.schedulers:
         if not s.stepped and s.steps_watched >= MIN_STEPS:

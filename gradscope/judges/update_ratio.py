@@ -19,7 +19,8 @@ def _away_from_warmup(rec: UpdateRatioRecord, run: RunRecord) -> np.ndarray:
     keep = np.ones(len(rec.steps), dtype=bool)
     if lrs is None or lrs.lr.size == 0:
         return keep
-    peak = np.nanmax(lrs.lr, axis=0)
+    # a param group added in mid-run has no learning rate before it (NaN): its peak is over the rest
+    peak = np.array([float(np.nanmax(col)) if np.isfinite(col).any() else 0.0 for col in lrs.lr.T])
     for i, step in enumerate(rec.steps):
         now = lrs.at(step)
         if now is not None and all(not (v >= WARMUP_SHARE * p) for v, p in zip(now, peak) if p > 0):

@@ -77,6 +77,15 @@ class RunState:
     collective: bool = False                     # the flush in progress may use collectives
     compiled: bool = False                       # the model runs under torch.compile
     notes: list[str] = field(default_factory=list)  # what the record should say about the capture
+    optimizer_steps: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (first, last) step
+
+    def live_optimizers(self) -> list[bool]:
+        """Per optimizer: whether it still trains. One that stepped, and then saw another begin
+        stepping after its last step, was replaced (an optimizer rebuilt mid-run): its param groups
+        no longer say what trains. Optimizers that alternate (a GAN's two) stay live."""
+        spans = [self.optimizer_steps.get(id(opt)) for opt in self.optimizers]
+        firsts = [span[0] for span in spans if span is not None]
+        return [span is None or not any(first > span[1] for first in firsts) for span in spans]
 
     @property
     def wrapper(self) -> nn.Module:

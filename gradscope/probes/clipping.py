@@ -26,6 +26,7 @@ from gradscope.distributed import is_dtensor, local
 from gradscope.judges.clipping import judge_clipping
 from gradscope.norms import clip_coefficient
 from gradscope.probes.base import Probe
+from gradscope.probes.loss import note_scaled
 from gradscope.records.clipping import ClipCall, ClipEvent, ClippingRecord, ClipSummary
 from gradscope.reports.sections.clipping import section_clipping
 
@@ -145,7 +146,9 @@ class _Patches:
         def scale(scaler: Any, outputs: Any) -> Any:
             for probe in self.probes:
                 probe.saw_scaler(scaler)
-            return original_scale(scaler, outputs)
+            scaled = original_scale(scaler, outputs)
+            note_scaled(scaled, getattr(scaler, "_scale", None))
+            return scaled
 
         self.attrs.append((scaler_cls, "scale", original_scale))
         scaler_cls.scale = functools.wraps(original_scale)(scale)  # type: ignore[method-assign,assignment]

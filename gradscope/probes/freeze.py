@@ -59,10 +59,13 @@ class ParamInfo:
     weight_decay: float | None
 
 
-def optimizer_membership(optimizers: Sequence[torch.optim.Optimizer]) -> dict[int, list[tuple[int, int]]]:
-    """id(parameter) -> the (optimizer, group) pairs that hold it."""
+def optimizer_membership(optimizers: Sequence[torch.optim.Optimizer],
+                         live: Sequence[bool] | None = None) -> dict[int, list[tuple[int, int]]]:
+    """id(parameter) -> the (optimizer, group) pairs that hold it (of the ``live`` optimizers only)."""
     where: dict[int, list[tuple[int, int]]] = {}
     for oi, opt in enumerate(optimizers):
+        if live is not None and not live[oi]:
+            continue
         for gi, group in enumerate(opt.param_groups):
             for p in group["params"]:
                 where.setdefault(id(p), []).append((oi, gi))
@@ -146,11 +149,13 @@ class FreezeProbe(Probe):
         self.sharded = False                 # some parameter is sharded: changes are OR-ed over ranks
         self.grad_while_frozen: list[bool] = []  # a frozen parameter held a .grad (the optimizer can move it)
         self.in_model: list[bool] = []       # still one of the model's parameters (layers get replaced)
+        self.group_sizes: list[int] = []     # parameters per param group, to notice a new group cheaply
 
     def attach(self, run: Any) -> None:
         super().attach(run)
         self.sharded = any(is_dtensor(p) for p in run.model.parameters()) or run.sharded
         self._add([(clean_name(n), p) for n, p in run.model.named_parameters()])
+        self.group_sizes = _group_sizes(run.optimizers)
         for path, sub in frozen_subtrees(run.model):
             path = clean_name(path)
             self.subtrees.append(path)
@@ -164,7 +169,7 @@ class FreezeProbe(Probe):
         """Start following parameters: at attach, and those a layer replaced during the run
         brought in (model surgery, pruning, a new head)."""
         run = self._state()
-        member = optimizer_membership(run.optimizers)
+        member = optimizer_membership(run.optimizers, run.live_optimizers())
         owners = {id(p): m for m in run.model.modules() for p in m._parameters.values() if p is not None}
         start = len(self.params)
         for name, p in named:
@@ -194,7 +199,8 @@ class FreezeProbe(Probe):
         known = {id(p) for p in self.params}
         self.in_model = [id(p) in current for p in self.params]
         self._add([entry for pid, entry in current.items() if pid not in known])
-        member = optimizer_membership(run.optimizers)
+        member = optimizer_membership(run.optimizers, run.live_optimizers())
+        self.group_sizes = _group_sizes(run.optimizers)
         for i, p in enumerate(self.params):
             pairs = member.get(id(p), [])
             if pairs != self.info[i].groups:
@@ -206,7 +212,12 @@ class FreezeProbe(Probe):
         if module.training and torch.is_grad_enabled():
             self.bn_train.setdefault(full, subtree)
 
+    def on_optimizer_added(self, optimizer: torch.optim.Optimizer) -> None:
+        self._reread()   # new layers get their baseline now, before the new optimizer moves them
+
     def on_step_begin(self) -> None:
+        if _group_sizes(self._state().optimizers) != self.group_sizes:
+            self._reread()   # add_param_group(), a new head: baselines before this step moves them
         changed = [i for i, p in enumerate(self.params) if p.requires_grad != self.requires_grad[i]]
         if not changed:
             return
@@ -274,6 +285,10 @@ class FreezeProbe(Probe):
                             frozen_subtrees=list(self.subtrees),
                             batchnorm_train_in_frozen=sorted(self.bn_train),
                             table=FreezeRecord.rows_of(tensors, self._state().root_name), tensors=tensors)
+
+
+def _group_sizes(optimizers: Sequence[torch.optim.Optimizer]) -> list[int]:
+    return [len(group["params"]) for opt in optimizers for group in opt.param_groups]
 
 
 def _norm_kind(module: nn.Module | None) -> str | None:

@@ -10,6 +10,7 @@ passes that reach none of this scope's parameters (another model's) are not coun
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -56,15 +57,36 @@ class _BackwardPatch:
                 probe.current = None
 
 
+# Losses a GradScaler returned, by id: (the scaled tensor, the scale it was multiplied by). The
+# clipping probe, which observes GradScaler.scale, fills it; a backward from one of them records
+# the loss divided by its scale, the loss the script computed.
+SCALED_LOSSES: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
+
+
+def note_scaled(scaled: Any, scale: Any) -> None:
+    if isinstance(scaled, torch.Tensor) and isinstance(scale, torch.Tensor) and scaled.numel() == 1:
+        if len(SCALED_LOSSES) > 16:   # scaled and never backpropagated: forget them
+            SCALED_LOSSES.clear()
+        SCALED_LOSSES[id(scaled)] = (weakref.ref(scaled), scale)
+
+
+def _unscaled(t: torch.Tensor) -> torch.Tensor:
+    value = t.detach().reshape(()).to(torch.float32)
+    entry = SCALED_LOSSES.pop(id(t), None)
+    if entry is not None and entry[0]() is t:
+        value = value / entry[1].reshape(()).to(value.device, torch.float32)
+    return value
+
+
 def _scalar_loss(tensors: Any) -> torch.Tensor | None:
     """The loss a backward starts from: the sum of its scalar roots (None when a root is not a
-    scalar, as in ``y.backward(v)``: that is no loss)."""
+    scalar, as in ``y.backward(v)``: that is no loss), divided by a GradScaler's scale."""
     items = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors or [])
     if not items or any(not isinstance(t, torch.Tensor) or t.numel() != 1 for t in items):
         return None
-    total = items[0].detach().reshape(()).to(torch.float32)
+    total = _unscaled(items[0])
     for t in items[1:]:
-        total = total + t.detach().reshape(()).to(torch.float32)
+        total = total + _unscaled(t)
     return total
 
 
