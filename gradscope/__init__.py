@@ -10,6 +10,7 @@ does not import torch.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"  # the one place the version is kept (setup.cfg reads it)
@@ -39,6 +40,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
     from gradscope.thresholds import Thresholds
 
 
+def load(path: str | os.PathLike[str]) -> RunRecord:
+    """Read a JSON record back (``run.json``); in a notebook it shows as its summary."""
+    from pathlib import Path
+
+    from gradscope.records import load_record
+
+    return load_record(Path(path))
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
@@ -55,5 +65,5 @@ def __dir__() -> list[str]:
 __all__ = [
     "CATALOG", "FitOptions", "FitResult", "Finding", "ForwardPassError", "GradscopeError", "ModelFileError",
     "NonFiniteError", "Probe", "RecordError", "RunRecord", "Scope", "Severity", "Thresholds", "__version__",
-    "check", "fit", "freeze", "load_record", "register_code", "watch",
+    "check", "fit", "freeze", "load", "load_record", "register_code", "watch",
 ]

@@ -265,6 +265,12 @@ class RunRecord(Record):
     def status(self) -> str:
         return self.run.status if self.run else "completed"
 
+    def _repr_html_(self) -> str:
+        """The notebook summary (a cell ending in ``gradscope.load("run.json")``)."""
+        from gradscope.reports.notebook import summary_html
+
+        return summary_html(self)
+
     def judged_with(self) -> Thresholds:
         """The thresholds the findings were judged with (defaults for what is not recorded)."""
         known = {f.name for f in dataclasses.fields(Thresholds)}
