@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import click
 
@@ -16,6 +17,9 @@ from gradscope.textreport import printable, render_findings, summary_line, termi
 
 CHECK_SCHEMA = "gradscope.check"
 CHECK_VERSION = 1
+EXIT_INTERRUPTED = 130
+EXIT_NOT_WRITTEN = 74      # as gradscope.records.io.EXIT_NOT_WRITTEN (not imported: --help stays light)
+SEED_MAX = 2**32 - 1       # NumPy's seeds are 32-bit; torch and random take these too
 
 
 class BadInput(click.ClickException):
@@ -31,7 +35,50 @@ class BadInput(click.ClickException):
         return wrap_message(self.message, self.width, first_offset=len("Error: "))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class NotWritten(click.ClickException):
+    """A file the command was asked to write could not be written: exit status 74."""
+
+    exit_code = EXIT_NOT_WRITTEN
+
+
+class _Commands(click.Group):
+    """The command group: Ctrl-C outside ``gradscope run``'s own handling (while a command
+    imports torch, or in lint, report, bench) exits 130 as a shell expects, not 1 with
+    click's ``Aborted!``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("gradscope: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number at least (or, with ``above``, greater than) ``minimum``. NaN passes every
+    comparison a range check makes, and infinity is no learning rate or clip bound: both are
+    refused by name."""
+
+    name = "float"
+
+    def __init__(self, minimum: float, *, above: bool = False, example: str = "1.0") -> None:
+        self.minimum, self.above, self.example = minimum, above, example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        expected = (f"expected a finite number {'above' if self.above else 'at least'} {self.minimum:g}, "
+                    f"such as {self.example}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number; {expected}", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number; {expected}", param, ctx)
+        if number < self.minimum or (self.above and number == self.minimum):
+            self.fail(f"{value} is out of range; {expected}", param, ctx)
+        return number
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gradscope")
 def main() -> None:
     """gradscope: find what is wrong with a PyTorch training run, and explain it."""
@@ -70,9 +117,7 @@ def check(ctx: click.Context, file: Path, json_path: Path | None, fail_on: str,
 
     width = terminal_width(ctx.terminal_width)
     shown = str(file)
-    if json_path is not None and json_path.resolve() == file.resolve():
-        raise BadInput(f"--json {json_path} would overwrite the model file; choose another path",
-                       width)
+    _check_outputs([("--json", json_path)], width, inputs=[("the model file", file)])
     model = None
     findings: list[Finding] = []
     try:
@@ -163,17 +208,80 @@ def _record(shown: str, model: Any, findings: list[Finding]) -> dict[str, Any]:
     }
 
 
-def _write_json(path: Path, data: dict[str, Any], width: int) -> None:
-    """Write ``data`` atomically (a temporary file in the same folder, then a rename)."""
+def _write_json(path: Path, data: dict[str, Any], width: int, option: str = "--json") -> None:
+    """Write ``data`` atomically (a temporary file in the same folder, then a rename); a failure
+    this late (the paths were checked before the work) is one line and exit status 74."""
+    _write_text(json.dumps(data, indent=2) + "\n", path, option, width)
+
+
+def _write_text(text: str, path: Path, option: str, width: int) -> None:
     from gradscope.records import write_text_atomic
+    from gradscope.records.io import write_error_reason
 
     try:
-        write_text_atomic(json.dumps(data, indent=2) + "\n", path)
+        write_text_atomic(text, path)
     except OSError as err:
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker else (err.strerror or str(err))
-        raise BadInput(f"cannot write --json {path}: {reason}; choose another path",
-                       width) from None
+        raise NotWritten(wrap_message(f"{option} {path} was not written: {write_error_reason(path, err)}",
+                                      width, first_offset=len("Error: "))) from None
+
+
+Inputs = Sequence[tuple[str, Path]]
+
+
+def _check_outputs(outputs: Sequence[tuple[str, Path | None]], width: int, *, inputs: Inputs = (),
+                   input_folders: Sequence[tuple[str, Path, Callable[[Path], bool]]] = ()) -> None:
+    """Refuse, before any work, an output path that cannot be written, that is one of the
+    command's inputs (or a file it reads inside an input folder), or that another output also
+    names. Each refusal is one line naming the option and the path, with exit status 2."""
+    from gradscope.records.io import inside, same_file, unwritable_reason
+
+    given = [(option, path) for option, path in outputs if path is not None]
+    for i, (option, path) in enumerate(given):
+        for what, source in inputs:
+            if same_file(path, source):
+                raise BadInput(f"{option} {path} would overwrite {what}; choose another path", width)
+        for what, folder, reads in input_folders:
+            if os.path.exists(path) and inside(path, folder) and reads(path):
+                raise BadInput(f"{option} {path} would overwrite {what}; choose another path", width)
+        for other_option, other in given[:i]:
+            if same_file(path, other):
+                raise BadInput(f"{option} {path} and {other_option} {other} are the same file, so one "
+                               "would overwrite the other; give them different paths", width)
+        reason = unwritable_reason(path)
+        if reason is not None:
+            raise BadInput(f"cannot write {option} {path}: {reason}; choose another path", width)
+
+
+def _check_device(value: str | None, width: int) -> None:
+    """``--device``: a device this machine has and gradscope can train on (cpu, cuda[:N], mps)."""
+    if value in (None, "", "auto"):
+        return
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        raise BadInput(f"--device {value!r} is not a device: expected cpu, cuda or cuda:N (mps on a Mac "
+                       "with Apple silicon)", width) from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"--device {value}: no CUDA device is available here; use --device cpu", width)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise BadInput(f"--device {value}: this machine has {count} CUDA device(s), cuda:0 to "
+                           f"cuda:{count - 1}", width)
+        return
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise BadInput(f"--device {value}: this PyTorch build or machine has no MPS device (Apple "
+                           "silicon only); use --device cpu", width)
+        return
+    raise BadInput(f"--device {value}: gradscope trains on cpu, cuda or mps, got the {device.type!r} "
+                   "device type" + (", whose tensors hold no data" if device.type == "meta" else "")
+                   + "; use --device cpu", width)
 
 
 def _command_line(ctx: click.Context, file: Path | None, script_args: tuple[str, ...]) -> str:
@@ -214,10 +322,11 @@ def _codes(value: str | None) -> list[str] | None:
               help="Stop after this many optimizer steps in total.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Training batch size.")
-@click.option("--lr", type=click.FloatRange(min=0.0), default=1e-3, show_default=True,
+@click.option("--lr", type=FiniteFloat(0.0, example="1e-3"), default=1e-3, show_default=True,
               help="Learning rate of the default Adam optimizer (a file's build_optimizer wins).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N; default: cuda:0 when available.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, data and shuffling.")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help=f"Seed for weights, data and shuffling (0 to {SEED_MAX}).")
 @click.option("--data", default="glyphs", show_default=True,
               help="glyphs (embedded), synthetic, fake, or mnist:PATH, fashionmnist:PATH, "
                    "cifar10:PATH from a local folder (never downloaded).")
@@ -225,14 +334,15 @@ def _codes(value: str | None) -> list[str] | None:
               help="Samples of generated training data (default: the data's own size).")
 @click.option("--test-size", type=click.IntRange(min=1), default=None,
               help="Samples of generated test data.")
-@click.option("--clip-norm", type=click.FloatRange(min=0.0, min_open=True), default=None,
+@click.option("--clip-norm", type=FiniteFloat(0.0, above=True, example="1.0"), default=None,
               help="Clip gradients to this total norm before each step.")
-@click.option("--clip-value", type=click.FloatRange(min=0.0, min_open=True), default=None,
+@click.option("--clip-value", type=FiniteFloat(0.0, above=True, example="0.5"), default=None,
               help="Clip each gradient element to [-v, v] before each step.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               show_default=True, help="Folder for run.json, report.html and checkpoints.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the JSON record (default: OUT/run.json).")
+              help="Where to write the JSON record (default: OUT/run.json). A record already "
+                   "there is kept as its name with .prev (run.prev.json), replacing an older one.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the HTML report (default: OUT/report.html).")
 @click.option("--save", is_flag=True, help="Save model.pth and optimizer.pth into OUT after training.")
@@ -259,8 +369,11 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     with ARGS after `--` while gradscope watches every model it trains.
 
     Exit status: 0 when the run completed and no finding reaches --fail-on; 1 when one does or
-    the run crashed or went non-finite; 2 on bad input; 130 when interrupted. A script keeps its
-    own exit status.
+    the run crashed or went non-finite; 2 on bad input (checked before training, output paths
+    included); 74 when the record or the report could not be written; 130 when interrupted
+    (Ctrl-C), 143 when stopped by SIGTERM; either way the record and report are written first.
+    A script keeps its own non-zero exit status. A record already at the JSON path is kept as
+    run.prev.json (its own name with .prev), so `gradscope compare` can still read it.
 
     Under torchrun (`torchrun --nproc_per_node 2 -m gradscope run train.py -- ARGS`) every rank
     runs the script; rank 0 writes one record and report for the run (see --per-rank).
@@ -270,13 +383,15 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     from gradscope.script import looks_like_script
 
     width = terminal_width(ctx.terminal_width)
+    as_script = file is not None and (script or bool(script_args) or looks_like_script(file))
+    _check_run_outputs(file, as_script, data, out, json_path, html_path, save, width)
+    _check_device(device, width)
     command = _command_line(ctx, file, script_args)
     options = RunOptions(file=file, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          device=device, seed=seed, data=data, train_size=train_size, test_size=test_size,
                          clip_norm=clip_norm, clip_value=clip_value,
                          out=out, json_path=json_path, html_path=html_path, save=save, fail_on=fail_on,
                          progress=not quiet and sys.stderr.isatty(), command=command, per_rank=per_rank)
-    as_script = file is not None and (script or bool(script_args) or looks_like_script(file))
     say = (lambda m: click.echo(wrap_message(m, width), err=True)) if not quiet else (lambda _m: None)
     try:
         if as_script:
@@ -289,11 +404,33 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     except GradscopeError as err:
         raise BadInput(str(err), width) from None
     lines = summary_lines(outcome)
-    if quiet:
-        lines = [line for line in lines if line.startswith(("run ", "record:", "report:"))]
+    if quiet:  # a file that was not written is never hidden
+        lines = [line for line in lines if line.startswith(("run ", "record:", "report:"))
+                 or line in outcome.lost]
     for line in lines:
-        click.echo(wrap_message(line, width), err=as_script)
+        click.echo(wrap_message(line, width), err=as_script or line in outcome.lost)
     ctx.exit(outcome.exit_code)
+
+
+def _check_run_outputs(file: Path | None, as_script: bool, data: str, out: Path, json_path: Path | None,
+                       html_path: Path | None, save: bool, width: int) -> None:
+    """Every path ``gradscope run`` will write, checked before anything is imported or trained."""
+    from gradscope.records.io import unwritable_reason
+
+    uses_out = json_path is None or html_path is None or save
+    if uses_out:
+        reason = unwritable_reason(out, folder=True)
+        if reason is not None:
+            raise BadInput(f"cannot write into --out {out}: {reason}; choose another folder", width)
+    outputs: list[tuple[str, Path | None]] = [
+        ("--json", json_path) if json_path is not None else ("--out", out / "run.json"),
+        ("--html", html_path) if html_path is not None else ("--out", out / "report.html")]
+    if save:
+        outputs += [("--save", out / "model.pth"), ("--save", out / "optimizer.pth")]
+    inputs = [("the training script" if as_script else "the model file", file)] if file is not None else []
+    _kind, colon, root = data.partition(":")
+    folders = [(f"a file of the --data folder {root}", Path(root), lambda _p: True)] if colon and root else []
+    _check_outputs(outputs, width, inputs=inputs, input_folders=folders)
 
 
 @main.command()
@@ -317,10 +454,12 @@ def bench(ctx: click.Context, file: Path | None, device: str | None, steps: int,
     from gradscope.bench import bench as run_bench
     from gradscope.bench import format_table
     from gradscope.modelfile import load_model_file
-    from gradscope.records import write_text_atomic
     from gradscope.runner import default_spec
 
     width = terminal_width(ctx.terminal_width)
+    _check_outputs([("--json", json_path)], width,
+                   inputs=[("the model file", file)] if file is not None else [])
+    _check_device(device, width)
     try:
         spec = load_model_file(file) if file is not None else default_spec()
         result = run_bench(spec, device=device, steps=steps, batch_size=batch_size)
@@ -329,7 +468,7 @@ def bench(ctx: click.Context, file: Path | None, device: str | None, steps: int,
     click.echo(f"{result.model} on {result.device}, batch {result.batch_size}, {result.steps} steps each")
     click.echo(format_table(result))
     if json_path is not None:
-        write_text_atomic(json.dumps(result.to_dict(), indent=2) + "\n", json_path)
+        _write_json(json_path, result.to_dict(), width)
         click.echo(f"wrote {json_path}")
 
 
@@ -350,9 +489,15 @@ def lint(ctx: click.Context, paths: tuple[Path, ...], json_path: Path | None, se
     `# noqa: GSxxx` comment on a line silences that code there.
     """
     from gradscope.lint import format_line, lint_paths
-    from gradscope.records import write_text_atomic
 
     width = terminal_width(ctx.terminal_width)
+    missing = [str(p) for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise BadInput(f"no such file or folder: {', '.join(missing)}; expected Python files or folders "
+                       "to lint", width)
+    files = [("a file being linted", p) for p in paths if os.path.isfile(p)]
+    folders = [("a Python file being linted", p, lambda q: q.suffix == ".py") for p in paths if os.path.isdir(p)]
+    _check_outputs([("--json", json_path)], width, inputs=files, input_folders=folders)
     try:
         result = lint_paths(list(paths), select=_codes(select), ignore=_codes(ignore) or ())
     except GradscopeError as err:
@@ -364,8 +509,7 @@ def lint(ctx: click.Context, paths: tuple[Path, ...], json_path: Path | None, se
     click.echo(f"{len(result.findings)} finding(s) in {result.files} file(s)"
                + (f"; {len(result.errors)} file(s) could not be read" if result.errors else ""))
     if json_path is not None:
-        write_text_atomic(json.dumps({"schema": "gradscope.lint", "version": 1, **result.to_dict()},
-                                     indent=2) + "\n", json_path)
+        _write_json(json_path, {"schema": "gradscope.lint", "version": 1, **result.to_dict()}, width)
     ctx.exit(1 if fails(result.findings, fail_on) or result.errors else 0)
 
 
@@ -400,9 +544,12 @@ def _thresholds(value: str | None, width: int) -> Any:
 def report(ctx: click.Context, record: Path, output: Path | None, thresholds: str | None) -> None:
     """Render the HTML report of a JSON RECORD written by `gradscope run` or `scope.report()`."""
     from gradscope.records import load_record
-    from gradscope.reports.html import write_html
+    from gradscope.reports.html import render_html
 
     width = terminal_width(ctx.terminal_width)
+    page = output or record.with_suffix(".html")
+    _check_outputs([("-o" if output is not None else "the page (set it with -o)",
+                     page)], width, inputs=[("the record being rendered", record)])
     limits = _thresholds(thresholds, width)
     try:
         run_record = load_record(record)
@@ -411,10 +558,11 @@ def report(ctx: click.Context, record: Path, output: Path | None, thresholds: st
 
             run_record = rejudge(run_record, limits)
             click.echo(f"judged again: {summary_line(run_record.findings)}")
-        path = write_html(run_record, output or record.with_suffix(".html"))
+        html = render_html(run_record)
     except GradscopeError as err:
         raise BadInput(str(err), width) from None
-    click.echo(f"wrote {path}")
+    _write_text(html, page, "-o", width)
+    click.echo(f"wrote {page}")
 
 
 @main.command()
@@ -426,13 +574,43 @@ def report(ctx: click.Context, record: Path, output: Path | None, thresholds: st
 def compare(ctx: click.Context, a: Path, b: Path, output: Path) -> None:
     """Put two runs side by side (findings, norms, curves): did the fix help?"""
     from gradscope.records import load_record
-    from gradscope.reports.compare import write_compare
+    from gradscope.reports.compare import render_compare
+
+    width = terminal_width(ctx.terminal_width)
+    _check_outputs([("-o", output)], width, inputs=[("the first record", a), ("the second record", b)])
+    try:
+        html = render_compare(load_record(a), load_record(b), names=(a.stem, b.stem))
+    except GradscopeError as err:
+        raise BadInput(str(err), width) from None
+    _write_text(html, output, "-o", width)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("record", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, metavar="DIR",
+              help="Write the record's per-layer gradient norms, clip rate and findings into one new "
+                   "TensorBoard event file in DIR (needs the tensorboard package).")
+@click.pass_context
+def export(ctx: click.Context, record: Path, tensorboard_dir: Path) -> None:
+    """Export a JSON RECORD to other tools: `--tensorboard DIR` writes one TensorBoard event file."""
+    from gradscope.records import load_record
 
     width = terminal_width(ctx.terminal_width)
     try:
-        path = write_compare(load_record(a), load_record(b), output, names=(a.stem, b.stem))
+        run_record = load_record(record)
     except GradscopeError as err:
         raise BadInput(str(err), width) from None
+    try:
+        from gradscope.integrations.tensorboard import export_tensorboard
+    except ImportError as err:  # MissingIntegrationError: names the package and the extra
+        raise click.ClickException(str(err)) from None
+    try:
+        path = export_tensorboard(run_record, tensorboard_dir)
+    except OSError as err:
+        raise NotWritten(wrap_message(f"--tensorboard {tensorboard_dir}: the event file was not written: {err}",
+                                      width, first_offset=len("Error: "))) from None
     click.echo(f"wrote {path}")
 
 

@@ -3,32 +3,44 @@
 The steps: lint the file, load it, build the model, check its registration, make the data,
 train and evaluate under ``watch()`` (``gradscope.loop.fit``), then write the record and the page.
 Every failure after the file loaded (a model that cannot be built, a crash in forward, a NaN, a
-Ctrl-C) still ends with both files on disk and a status saying what happened.
+Ctrl-C or a SIGTERM) still ends with both files on disk and a status saying what happened. The
+output paths are fixed against the folder the command started in, a second signal while the files
+are written waits until they are on disk, and a file that still cannot be written is named in one
+line and in the exit status (``EXIT_NOT_WRITTEN``), never lost in silence.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import random
+import signal
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from gradscope import __version__
-from gradscope.errors import ModelFileError
+from gradscope.errors import GradscopeError, ModelFileError
 from gradscope.findings import Finding, fails, sort_findings
 from gradscope.loop import FitOptions, fit, pick_device
 from gradscope.modelfile import ModelFindingError, ModelSpec, build, load_model_file
-from gradscope.records import Environment, Registration, RunInfo, RunRecord, WatchedModel, write_record
+from gradscope.records import Curves, Environment, Registration, RunInfo, RunRecord, WatchedModel, write_record
+from gradscope.records.io import EXIT_NOT_WRITTEN, keep_previous, write_error_reason
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from gradscope.script import ScriptResult
 
 NOTES_INPUT_SHAPE = (1, 28, 28)
 NOTES_CLASSES = 10
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130      # SIGINT (Ctrl-C): 128 + 2, as a shell reports a process a signal stopped
+EXIT_TERMINATED = 143       # SIGTERM (SLURM, Kubernetes, docker stop): 128 + 15
 
 
 def notes_cnn() -> nn.Module:
@@ -91,6 +103,94 @@ class RunOutcome:
     status: str
     exit_code: int
     messages: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)   # one line per file that could not be written
+    previous: Path | None = None        # where the record found at json_path was kept
+    base: Path | None = None            # the folder the command started in: paths are shown from it
+
+
+def _cleanup_codes() -> frozenset[CodeType]:
+    """The functions during which a signal must not raise: closing a scope (its last flush and
+    the removal of every hook) and stopping a script's watcher."""
+    from gradscope.scope import Scope
+    from gradscope.script import ScriptWatcher
+
+    return frozenset({Scope.close.__code__, ScriptWatcher.stop.__code__, ScriptWatcher.close_scopes.__code__})
+
+
+_CLEANUP: list[frozenset[CodeType]] = []
+
+
+def _cleaning_up(frame: FrameType | None) -> bool:
+    if not _CLEANUP:
+        _CLEANUP.append(_cleanup_codes())
+    while frame is not None:
+        if frame.f_code in _CLEANUP[0]:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class StopSignals:
+    """SIGINT and SIGTERM during ``gradscope run``: one clean stop, whichever arrives.
+
+    While the model or the script runs, either signal raises KeyboardInterrupt in the main thread,
+    so SIGTERM (what SLURM, Kubernetes and ``docker stop`` send) takes Ctrl-C's path: the loop and
+    the script runner end with status "interrupted" and keep what was captured. While gradscope
+    closes a scope, and from ``defer()`` on (the record and report are being written), a signal
+    is only remembered: a second Ctrl-C cannot cut a file in half or leave hooks behind. The
+    first signal decides the exit status (128 + its number: 130, 143). A signal already ignored
+    (``nohup``) stays ignored; the previous handlers are back when the block ends. Outside the
+    main thread nothing is installed (Python runs signal handlers only there).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.first: int | None = None       # the first signal that arrived
+        self.late: int | None = None        # one that arrived while deferred (after the first)
+        self.deferred = False
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous is not signal.SIG_IGN:
+                    self._saved[signum] = previous
+                    signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        while self._saved:
+            signum, previous = self._saved.popitem()
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.first is None:
+            self.first = signum
+        if self.deferred or _cleaning_up(frame):
+            self.late = self.late or signum
+            return
+        raise KeyboardInterrupt
+
+    def defer(self) -> None:
+        """From now on a signal is only remembered. The handlers are set again: a script may have
+        replaced them with its own, which must not run once the script has ended."""
+        self.deferred = True
+        for signum in self._saved:
+            signal.signal(signum, self._handle)
+
+    def stopped(self, where: str) -> str:
+        """The record's error text for a stop ``where`` ("at step 4", "while importing m.py")."""
+        how = "stopped by SIGTERM" if self.first == signal.SIGTERM else "interrupted by the user"
+        return f"{how} {where}".strip()
+
+    def exit_code(self, interrupted: bool) -> int | None:
+        """128 + the signal's number when a signal stopped the run or came while its files were
+        written (the run then finished first); None when no signal is owed an exit status."""
+        if self.first is not None and (interrupted or self.late is not None):
+            return 128 + int(self.first)
+        return EXIT_INTERRUPTED if interrupted else None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -133,9 +233,17 @@ def _loaders(spec: ModelSpec, options: RunOptions, device: torch.device,
             "to the file, or define build_loaders() returning (train_loader, test_loader).")
     from gradscope.data import describe, load_data
 
-    train_set, test_set = load_data(options.data, spec.input_shape, spec.num_classes or NOTES_CLASSES,
-                                    seed=options.seed, train_size=options.train_size,
-                                    test_size=options.test_size)
+    try:
+        train_set, test_set = load_data(options.data, spec.input_shape, spec.num_classes or NOTES_CLASSES,
+                                        seed=options.seed, train_size=options.train_size,
+                                        test_size=options.test_size)
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "allocate" not in str(exc):
+            raise
+        sizes = ", ".join(f"{name} {value:,}" for name, value in (("--train-size", options.train_size),
+                                                                   ("--test-size", options.test_size)) if value)
+        raise GradscopeError(f"the generated data ({sizes or 'its default size'}) does not fit in memory; "
+                             "ask for fewer samples") from None
     pin = device.type == "cuda"
     train = DataLoader(train_set, batch_size=options.batch_size, shuffle=True, generator=generator,
                        pin_memory=pin)
@@ -168,6 +276,33 @@ def _registration(model: nn.Module, spec: ModelSpec) -> tuple[list[Finding], Reg
                                     f"{spec.path} (one sample, without the batch dimension).")
 
 
+def _anchored(options: RunOptions) -> tuple[RunOptions, Path]:
+    """``options`` with its output paths made absolute against the folder the command started
+    in, and that folder: a script that calls ``os.chdir()`` must not move the report away from
+    where it is announced."""
+    try:
+        base = Path.cwd()
+    except OSError:
+        raise GradscopeError("the current folder no longer exists (it was removed or renamed); "
+                             "cd into an existing folder and run the command again") from None
+
+    def fix(path: Path | None) -> Path | None:
+        return None if path is None else base / path
+
+    out = base / options.out
+    return dataclasses.replace(options, out=out, json_path=fix(options.json_path),
+                               html_path=fix(options.html_path)), base
+
+
+@dataclass
+class _Progress:
+    """What a model run holds so far: enough to write its record whenever it stops."""
+
+    record: RunRecord
+    findings: list[Finding]
+    doing: str = "before training"      # where a stop before the training loop happened
+
+
 def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) -> RunOutcome:
     """Run a model file (or the notes' CNN) end to end and write its record and report.
 
@@ -175,22 +310,47 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
         ModelFileError: the file cannot be loaded (the CLI turns this into exit code 2).
         GradscopeError: an option is unusable (a device that does not exist, bad data spec).
     """
+    given = options
+    options, base = _anchored(options)
     json_path, html_path = options.paths()
+    with StopSignals() as signals:
+        info = RunInfo(command=given.command, file=str(given.file or default_spec().path), mode="model",
+                       options=_jsonable(asdict(given)))
+        progress = _Progress(RunRecord(gradscope_version=__version__, torch_version=torch.__version__,
+                                       run=info), [])
+        try:
+            _train(options, progress, signals, say)
+        except KeyboardInterrupt:
+            signals.defer()
+            run_info = progress.record.run or info
+            progress.record = dataclasses.replace(progress.record, run=dataclasses.replace(
+                run_info, status="interrupted", error=signals.stopped(progress.doing)))
+        signals.defer()
+        outcome = _finish(progress.record, progress.findings, options, json_path, html_path, say, base)
+    outcome.exit_code = _exit_code(outcome, options, signals)
+    return outcome
+
+
+def _train(options: RunOptions, progress: _Progress, signals: StopSignals, say: Callable[[str], None]) -> None:
+    """Load, build, check and train, keeping ``progress`` up to date at every stage."""
+    if options.file is not None:
+        progress.doing = f"while importing {options.file}, before training"
     spec = load_model_file(options.file) if options.file is not None else default_spec()
     lint_findings = _lint(options.file)
+    progress.findings += lint_findings
     device = pick_device(options.device)
     generator = seed_everything(options.seed)
-    info = RunInfo(command=options.command, file=str(spec.path), mode="model",
-                   options=_jsonable(asdict(options)), device=str(device))
+    info = dataclasses.replace(progress.record.run or RunInfo(), file=str(spec.path), device=str(device))
     record = RunRecord(gradscope_version=__version__, torch_version=torch.__version__, run=info,
                        environment=environment(), lint=lint_findings)
-    findings: list[Finding] = list(lint_findings)
+    progress.record = record
+    findings = progress.findings
 
-    def crashed(error: str) -> RunOutcome:
-        done = dataclasses.replace(record, run=dataclasses.replace(record.run or info, status="crashed",
-                                                                   error=error))
-        return _finish(done, findings, options, json_path, html_path, say)
+    def crashed(error: str) -> None:
+        progress.record = dataclasses.replace(record, run=dataclasses.replace(
+            record.run or info, status="crashed", error=error))
 
+    progress.doing = "while building the model, before training"
     try:
         model = build(spec)
     except ModelFindingError as exc:
@@ -199,11 +359,14 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
     reg_findings, tree, forward_error = _registration(model, spec)
     findings += reg_findings
     record = dataclasses.replace(record, registration=tree)
+    progress.record = record
     if forward_error is not None:
         return crashed(forward_error)
+    progress.doing = "while preparing the data, before training"
     train, test, data_text = _loaders(spec, options, device, generator)
     info = dataclasses.replace(info, data=data_text)
     record = dataclasses.replace(record, run=info)
+    progress.record = record
     if not any(p.requires_grad for p in model.parameters()):
         culprit = next((f for f in findings if f.code in ("GS101", "GS102")), None)
         return crashed(
@@ -224,17 +387,21 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
         clip_value=options.clip_value if options.clip_value is not None else clip.get("clip_value"),
         save_dir=options.out if options.save else None, progress=options.progress)
     source = data_text.split(" ", 1)[0].rstrip(":") if spec.build_loaders is None else "the file's loaders"
+    progress.doing = "as training started"
     say(f"training {type(model).__name__} on {source} ({device}), {options.epochs} epoch(s)"
         + (f", at most {options.max_steps} steps" if options.max_steps else ""))
     result = fit(model, train, test, optimizer=optimizer, loss_fn=spec.loss_fn, device=device,
                  options=fit_options)
+    signals.defer()
     scoped = result.scope.to_record()
-    findings += result.findings + scoped.findings
+    progress.findings = findings + result.findings + scoped.findings
+    error = result.error
+    if result.status == "interrupted" and signals.first is not None:
+        error = signals.stopped(f"at step {result.steps}")
     info = dataclasses.replace(info, status=result.status, steps=result.steps, checkpoints=result.checkpoints,
-                               error=result.error)
-    record = dataclasses.replace(scoped, run=info, environment=record.environment, lint=lint_findings,
-                                 registration=tree, curves=result.curves)
-    return _finish(record, findings, options, json_path, html_path, say)
+                               error=error)
+    progress.record = dataclasses.replace(scoped, run=info, environment=record.environment, lint=lint_findings,
+                                          registration=tree, curves=result.curves)
 
 
 def _rank(record: RunRecord) -> int:
@@ -251,8 +418,20 @@ def _ranked(path: Path, rank: int) -> Path:
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
+def shown(path: Path, base: Path | None) -> str:
+    """``path`` as the user reads it: relative to the folder the command started in when inside it."""
+    if base is not None:
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return str(path)
+
+
 def _finish(record: RunRecord, findings: list[Finding], options: RunOptions, json_path: Path,
-            html_path: Path, say: Callable[[str], None]) -> RunOutcome:
+            html_path: Path, say: Callable[[str], None], base: Path | None = None) -> RunOutcome:
+    """Write the record and the report (each attempted whatever became of the other) and say
+    what could not be written; the exit code is the caller's to settle."""
     ordered = sort_findings(findings)
     record = dataclasses.replace(record, findings=ordered)
     status = record.status
@@ -261,36 +440,54 @@ def _finish(record: RunRecord, findings: list[Finding], options: RunOptions, jso
         # one report for the run: rank 0's, which holds what every rank saw (norms are reduced,
         # NaN flags carry their rank)
         return RunOutcome(record=record, json_path=None, html_path=None, findings=ordered, status=status,
-                          exit_code=_exit_code(status, ordered, options),
+                          exit_code=0, base=base,
                           messages=[f"rank {rank}: the record and report are written by rank 0 "
                                     "(--per-rank writes one per rank)"])
     if options.per_rank and (rank or record.distributed is not None):
         json_path, html_path = _ranked(json_path, rank), _ranked(html_path, rank)
-    write_record(record, json_path)
-    written_html: Path | None = html_path
     messages: list[str] = []
+    previous: Path | None = None
+    try:
+        previous = keep_previous(json_path)
+    except OSError as exc:  # the write below will say more if the folder is the problem
+        messages.append(f"the previous record at {shown(json_path, base)} could not be kept "
+                        f"({write_error_reason(json_path, exc)}); it is replaced")
+    json_error = html_error = None
+    try:
+        write_record(record, json_path)
+    except Exception as exc:  # the report may still be written: say what failed, go on
+        json_error = write_error_reason(json_path, exc)
     try:
         from gradscope.reports.html import write_html
-    except ImportError:  # pragma: no cover - the report module ships with the package
-        written_html = None
-    else:
-        try:
-            write_html(record, html_path)
-        except Exception as exc:  # the JSON is the source of truth: keep it, say what failed
-            written_html = None
-            messages.append(f"the HTML report could not be written ({type(exc).__name__}: {exc}); "
-                            f"the JSON record is complete: gradscope report {json_path}")
-    code = _exit_code(status, ordered, options)
-    return RunOutcome(record=record, json_path=json_path, html_path=written_html, findings=ordered,
-                      status=status, exit_code=code, messages=messages)
+
+        write_html(record, html_path)
+    except Exception as exc:  # the JSON is the source of truth: keep it, say what failed
+        html_error = write_error_reason(html_path, exc)
+    lost: list[str] = []
+    if json_error is not None:
+        lost.append(f"error: the JSON record was not written: cannot write {shown(json_path, base)}: "
+                    f"{json_error}" + ("; the HTML report was written" if html_error is None else ""))
+    if html_error is not None:
+        lost.append(f"error: the HTML report was not written: cannot write {shown(html_path, base)}: "
+                    f"{html_error}" + (f"; the JSON record is complete: gradscope report "
+                                       f"{shown(json_path, base)}" if json_error is None else ""))
+    return RunOutcome(record=record, json_path=None if json_error else json_path,
+                      html_path=None if html_error else html_path, findings=ordered, status=status,
+                      exit_code=0, messages=messages, lost=lost,
+                      previous=previous if json_error is None else None, base=base)
 
 
-def _exit_code(status: str, findings: list[Finding], options: RunOptions) -> int:
-    if status == "interrupted":
-        return EXIT_INTERRUPTED
-    if status != "completed":
+def _exit_code(outcome: RunOutcome, options: RunOptions, signals: StopSignals) -> int:
+    """Model mode: a signal (130, 143), else a file not written (74), else a failed run or a
+    finding at --fail-on (1), else 0."""
+    by_signal = signals.exit_code(outcome.status == "interrupted")
+    if by_signal is not None:
+        return by_signal
+    if outcome.lost:
+        return EXIT_NOT_WRITTEN
+    if outcome.status != "completed":
         return 1
-    return 1 if fails(findings, options.fail_on) else 0
+    return 1 if fails(outcome.findings, options.fail_on) else 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -301,20 +498,37 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _last_evaluation(curves: Curves) -> tuple[int, float, float | None] | None:
+    """(epoch, test accuracy, test loss) of the last evaluation that measured an accuracy."""
+    for epoch, acc, loss in reversed(list(zip(curves.epoch, curves.test_accuracy_percent, curves.test_loss))):
+        if acc is not None and math.isfinite(acc):
+            return epoch, acc, loss if loss is not None and math.isfinite(loss) else None
+    return None
+
+
 def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
-    """The short text ``gradscope run`` prints: status, accuracy, top findings with hints, paths."""
+    """The short text ``gradscope run`` prints: status, accuracy, top findings with hints, paths,
+    and a line for every file that could not be written."""
     rec = outcome.record
     lines: list[str] = []
     info = rec.run
     if outcome.status != "completed":
         lines.append(f"run {outcome.status}: {info.error if info and info.error else ''}".rstrip(": "))
-    curves = rec.curves
-    if curves is not None:
-        acc, loss = curves.last(curves.test_accuracy_percent), curves.last(curves.test_loss)
-        if acc is not None:
-            steps = info.steps if info and info.steps is not None else rec.steps
-            lines.append(f"test accuracy {acc:.2f}%" + (f" (test loss {loss:.4g})" if loss is not None else "")
-                         + f" after {steps} steps")
+    last = _last_evaluation(rec.curves) if rec.curves is not None else None
+    if last is not None:
+        epoch, acc, loss = last
+        steps = info.steps if info and info.steps is not None else rec.steps
+        measured = f"test accuracy {acc:.2f}%" + (f" (test loss {loss:.4g})" if loss is not None else "")
+        if epoch == -1:
+            # the evaluation before training: the run stopped before the one after its first epoch
+            lines.append(f"{measured} before training (the run stopped at step {steps}, before its "
+                         "first evaluation after training)" if outcome.status != "completed"
+                         else f"{measured} before training")
+        elif outcome.status != "completed":
+            lines.append(f"{measured} after epoch {epoch + 1}, measured before the run stopped at "
+                         f"step {steps}")
+        else:
+            lines.append(f"{measured} after {steps} steps")
     counts = {s: sum(1 for f in outcome.findings if f.severity.value == s) for s in ("error", "warning", "info")}
     lines.append(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
     for f in outcome.findings[:top]:
@@ -323,10 +537,13 @@ def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
     if len(outcome.findings) > top:
         lines.append(f"  ... and {len(outcome.findings) - top} more in the report")
     if outcome.json_path is not None:
-        lines.append(f"record: {outcome.json_path}")
+        lines.append(f"record: {shown(outcome.json_path, outcome.base)}"
+                     + (f" (the previous run's record is now {shown(outcome.previous, outcome.base)})"
+                        if outcome.previous is not None else ""))
     if outcome.html_path is not None:
-        lines.append(f"report: {outcome.html_path}")
+        lines.append(f"report: {shown(outcome.html_path, outcome.base)}")
     lines += outcome.messages
+    lines += outcome.lost
     return lines
 
 
@@ -335,19 +552,49 @@ def run_script_file(path: Path, args: list[str], options: RunOptions, *,
                     ) -> RunOutcome:
     """Zero-code mode: run an unmodified training script under gradscope and report on it.
 
-    The exit code is the script's own; ``options.fail_on`` applies only when ``fail_on_explicit``
-    (the user asked for it) and the script itself succeeded.
+    The exit code is the script's own, except that a signal gives 128 + its number, and a record
+    or report that could not be written after a successful script gives ``EXIT_NOT_WRITTEN``;
+    ``options.fail_on`` applies only when ``fail_on_explicit`` (the user asked for it) and the
+    script itself succeeded.
     """
-    from gradscope.script import ScriptWatcher, run_script
+    from gradscope.script import ScriptResult, ScriptWatcher, run_script
 
+    given = options
+    options, base = _anchored(options)
     json_path, html_path = options.paths()
-    lint_findings = _lint(path)
-    watcher = ScriptWatcher(say=say)
-    result = run_script(path, args, watcher)
-    info = RunInfo(command=options.command, file=str(path), mode="script", arguments=list(args),
-                   status=result.status, exit_code=result.exit_code, error=result.error)
-    findings: list[Finding] = list(lint_findings)
+    with StopSignals() as signals:
+        lint_findings: list[Finding] = []
+        watcher = ScriptWatcher(say=say)
+        try:
+            lint_findings = _lint(path)
+            result = run_script(path, args, watcher)
+        except KeyboardInterrupt:  # before the script ran, or after it, outside its own frames
+            signals.defer()
+            watcher.stop(failed=True)  # safe twice: no hook may outlive the run
+            error = ("interrupted by the user" if watcher.watched  # made precise with the steps below
+                     else signals.stopped("before the script started"))
+            result = ScriptResult(exit_code=EXIT_INTERRUPTED, status="interrupted", error=error,
+                                  watched=watcher.watched)
+        signals.defer()
+        record, findings = _script_record(path, args, given, result, lint_findings, signals, say)
+        outcome = _finish(record, findings, options, json_path, html_path, say, base)
+    code = signals.exit_code(result.status == "interrupted")
+    if code is None:
+        code = result.exit_code
+        if code == 0 and outcome.lost:
+            code = EXIT_NOT_WRITTEN
+        elif code == 0 and fail_on_explicit and fails(outcome.findings, options.fail_on):
+            code = 1
+    outcome.exit_code = code
+    return outcome
+
+
+def _script_record(path: Path, args: list[str], options: RunOptions, result: ScriptResult,
+                   lint_findings: list[Finding], signals: StopSignals,
+                   say: Callable[[str], None]) -> tuple[RunRecord, list[Finding]]:
+    """The record of a script run (one scope's record, or one per model) and all its findings."""
     several = len(result.watched) > 1
+    findings: list[Finding] = list(lint_findings)
     models: list[WatchedModel] = []
     record = RunRecord(gradscope_version=__version__, torch_version=torch.__version__)
     for i, w in enumerate(result.watched):
@@ -359,13 +606,17 @@ def run_script_file(path: Path, args: list[str], options: RunOptions, *,
         if scoped.model is not None:
             models.append(WatchedModel(name=w.label, model=scoped.model, optimizers=w.optimizers + w.late_optimizers,
                                        steps=scoped.steps, findings=scoped.findings, probes=scoped.probes))
-    if not result.watched:
+    if not result.watched and result.status != "interrupted":
         say("gradscope: the script trained no model that gradscope could see (no module with "
             "trainable parameters was called)")
+    error, exit_code = result.error, result.exit_code
+    if result.status == "interrupted":
+        exit_code = signals.exit_code(True) or exit_code
+        if error == "interrupted by the user":  # run_script's words: say which signal, and when
+            steps = max((m.steps for m in models), default=record.steps)
+            error = signals.stopped(f"at step {steps}")
+    info = RunInfo(command=options.command, file=str(path), mode="script", arguments=list(args),
+                   status=result.status, exit_code=exit_code, error=error)
     record = dataclasses.replace(record, run=info, environment=environment(), lint=lint_findings,
                                  models=models if several else [])
-    outcome = _finish(record, findings, options, json_path, html_path, say)
-    outcome.exit_code = result.exit_code
-    if result.exit_code == 0 and fail_on_explicit and fails(outcome.findings, options.fail_on):
-        outcome.exit_code = 1
-    return outcome
+    return record, findings

@@ -23,6 +23,7 @@ _GAP = "  "
 _COLOURS = {Severity.ERROR: ("red", True), Severity.WARNING: ("yellow", True),
             Severity.INFO: ("cyan", False)}
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPED = ("Cc", "Cf", "Cs", "Zl", "Zp")   # control, format, surrogate, line and paragraph separators
 
 
 def terminal_width(preferred: int | None = None) -> int:
@@ -33,10 +34,12 @@ def terminal_width(preferred: int | None = None) -> int:
 
 def printable(text: str) -> str:
     """``text`` with control and format characters (ANSI escapes, newlines, bidi overrides)
-    written as visible escapes, so it shows as one line and cannot drive the terminal."""
+    written as visible escapes, so it shows as one line and cannot drive the terminal. Lone
+    surrogates (Python's stand-ins for the bytes of a file name that is not UTF-8) are escaped
+    too: no terminal can print them."""
     out = []
     for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+        if unicodedata.category(ch) in _ESCAPED:
             code = ord(ch)
             if ch in _SHORT_ESCAPES:
                 out.append(_SHORT_ESCAPES[ch])

@@ -59,7 +59,7 @@ class Thresholds:
                 converted[key] = kind(raw)
             except (TypeError, ValueError, OverflowError):
                 raise GradscopeError(
-                    f"threshold {key}={raw!r}: expected a {kind.__name__}, such as "
+                    f"threshold {key}={raw!r}: expected {'an' if kind is int else 'a'} {kind.__name__}, such as "
                     f"{getattr(cls(), key)!r}") from None
         return replace(cls(), **converted)
 

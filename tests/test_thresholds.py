@@ -62,3 +62,20 @@ def test_moving_a_threshold_flips_a_finding() -> None:
     assert "GS207" in _dead_relu_run(None)
     assert "GS207" not in _dead_relu_run({"dead_fraction": 0.8})
     assert "GS207" in _dead_relu_run({"dead_fraction": 0.7})
+
+
+@pytest.mark.parametrize("value", [float("nan"), "nan", "NaN"], ids=["float", "text", "capitalised"])
+def test_a_nan_threshold_is_refused_before_attaching(value: float | str) -> None:
+    """NaN compares false with everything: accepted, it would turn its check off in silence."""
+    model = nn.Linear(2, 2)
+    with pytest.raises(GradscopeError, match="exploding_norm=nan: expected a number.*never fire"):
+        watch(model, thresholds={"exploding_norm": value})
+    assert not model._forward_hooks and not model.weight._post_accumulate_grad_hooks
+    with pytest.raises(GradscopeError, match="dead_fraction=nan"):
+        Thresholds(dead_fraction=float("nan"))
+
+
+def test_infinity_is_an_explicit_no_limit_and_an_int_threshold_says_so() -> None:
+    assert Thresholds.of({"exploding_norm": "inf"}).exploding_norm == float("inf")
+    with pytest.raises(GradscopeError, match="hooks_growth_samples=inf: expected an int"):
+        Thresholds.of({"hooks_growth_samples": float("inf")})   # int(inf) overflows: still a clear error

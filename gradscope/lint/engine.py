@@ -6,9 +6,11 @@ still linted; nothing in a user's tree makes the engine raise.
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import os
 import re
+import stat
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,25 +107,45 @@ def _python_files(paths: Iterable[str | Path], errors: list[str]) -> list[Path]:
     seen: set[Path] = set()
 
     def add(path: Path) -> None:
-        key = path.resolve()
+        try:
+            key = path.resolve()
+            kind = path.stat().st_mode
+        except (OSError, RuntimeError) as exc:  # a symbolic link that loops or leads nowhere
+            errors.append(f"{path}: could not be read: {_reason(exc)}")
+            return
+        if not stat.S_ISREG(kind):  # a pipe named x.py would block the read for ever
+            errors.append(f"{path}: could not be read: not a regular file")
+            return
         if key not in seen:
             seen.add(key)
             found.append(path)
 
     for given in paths:
         root = Path(given)
-        if root.is_file():
+        try:
+            is_dir = stat.S_ISDIR(root.stat().st_mode)
+        except OSError as exc:
+            errors.append(f"{root}: could not be read: {_reason(exc)}" if os.path.lexists(root)
+                          else f"{root}: no such file or directory")
+            continue
+        if not is_dir:
             add(root)
-        elif root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: errors.append(
-                    f"{e.filename}: could not be read: {e.strerror}")):
-                dirnames[:] = sorted(d for d in dirnames if not _skipped_folder(Path(dirpath, d)))
-                for name in sorted(filenames):
-                    if name.endswith(".py") and not name.startswith("."):
-                        add(Path(dirpath, name))
-        else:
-            errors.append(f"{root}: no such file or directory")
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: errors.append(
+                f"{e.filename}: could not be read: {e.strerror}")):
+            dirnames[:] = sorted(d for d in dirnames if not _skipped_folder(Path(dirpath, d)))
+            for name in sorted(filenames):
+                if name.endswith(".py") and not name.startswith("."):
+                    add(Path(dirpath, name))
     return found
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RuntimeError) or (isinstance(exc, OSError) and exc.errno == errno.ELOOP):
+        return "a symbolic link that loops back on itself"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+        return "a symbolic link to a file that does not exist"
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def _skipped_folder(path: Path) -> bool:

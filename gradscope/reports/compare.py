@@ -31,6 +31,7 @@ from gradscope.reports.page import (
     fmt_number,
     jinja_environment,
     severity_counts,
+    visible_controls,
 )
 
 ACCURACY_POINTS = 0.5    # a change of test accuracy smaller than this (percentage points) is no change
@@ -118,11 +119,15 @@ def _facts(record: RunRecord) -> dict[str, Any]:
     grad, clip = record.probe(GradNormRecord), record.probe(ClippingRecord)
     counts = severity_counts(finding_views(record.findings))
     clipped = clip.summary.clipped_fraction if clip is not None else None
+    # a run that stopped before its first evaluation after training has only the one before it:
+    # that is no final accuracy, and must not make a crashed run look as good as a finished one
+    trained = [i for i, epoch in enumerate(curves.epoch) if epoch != -1]
+    after = trained[-1] + 1 if trained else 0
     return {
         "status": record.run.status if record.run else None,
         "steps": record.run.steps if record.run and record.run.steps is not None else record.steps,
-        "test_acc": Curves.last(curves.test_accuracy_percent),
-        "test_loss": Curves.last(curves.test_loss),
+        "test_acc": Curves.last(curves.test_accuracy_percent[:after]),
+        "test_loss": Curves.last(curves.test_loss[:after]),
         "train_loss": Curves.last(curves.train_loss),
         "clipped": None if clipped is None else 100 * clipped,
         "norm_mean": grad.total_stats.mean if grad is not None else None,
@@ -255,7 +260,7 @@ def render_compare(a: RunRecord | Mapping[str, Any], b: RunRecord | Mapping[str,
     html = jinja_environment().get_template("compare.html").render(
         page=page, css=Markup(asset("report.css")), script=Markup(asset("report.js")),
         record_json=Markup(embed_json(embedded)))
-    return defang(html)
+    return visible_controls(defang(html))
 
 
 def write_compare(a: RunRecord | Mapping[str, Any], b: RunRecord | Mapping[str, Any], path: str | Path,

@@ -40,6 +40,7 @@ from gradscope.reports.page import (
     jinja_environment,
     pct,
     severity_counts,
+    visible_controls,
 )
 from gradscope.reports.sections.run import AFTER_PROBES, BEFORE_PROBES
 
@@ -194,8 +195,10 @@ def highlights(run: RunRecord) -> list[tuple[str, str]]:
     """The few numbers shown under the verdict: outcome, length, gradients, clipping, speed."""
     out: list[tuple[str, str]] = []
     curves = run.curves or Curves()
-    for values, label_, suffix in ((curves.test_accuracy_percent, "final test accuracy", "%"),
-                                   (curves.test_loss, "final test loss", ""),
+    # a run that stopped before its first evaluation after training has only the one before it
+    final = "test accuracy before training" if curves.epoch[-1:] == [-1] else "final test accuracy"
+    for values, label_, suffix in ((curves.test_accuracy_percent, final, "%"),
+                                   (curves.test_loss, final.replace("accuracy", "loss"), ""),
                                    (curves.train_loss, "final train loss", "")):
         value = Curves.last(values)
         if value is not None:
@@ -230,7 +233,7 @@ def render_html(record: RunRecord | Mapping[str, Any]) -> str:
     html = jinja_environment().get_template("report.html").render(
         page=page, css=Markup(asset("report.css")), script=Markup(asset("report.js")),
         record_json=Markup(embed_json(trimmed.to_json())))
-    return defang(html)
+    return visible_controls(defang(html))
 
 
 def write_html(record: RunRecord | Mapping[str, Any], path: str | Path) -> Path:

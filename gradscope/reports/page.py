@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -219,11 +220,41 @@ def defang(page: str) -> str:
 
 def embed_json(data: Any) -> str:
     """JSON that is safe inside ``<script type="application/json">``: ``<``, ``>`` and ``&`` are
-    written as ``\\u003c``-style escapes (so no ``</script>`` or ``<!--`` can appear), and ``://``
-    as ``\\u003a//``; ``JSON.parse`` gives back exactly the same data."""
+    written as ``\\u003c``-style escapes (so no ``</script>`` or ``<!--`` can appear), ``://``
+    as ``\\u003a//``, and every control, format or lone surrogate character as a ``\\u`` escape
+    (so the page holds none raw); ``JSON.parse`` gives back exactly the same data."""
     raw = json.dumps(clean(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str)
+    raw = _UNUSUAL.sub(lambda m: _json_escape(m.group()) if _hidden(m.group()) else m.group(), raw)
     return (raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("://", "\\u003a//"))
+            .replace("://", "\\u003a//"))
+
+
+_UNUSUAL = re.compile(r"[^\x20-\x7e\n\r\t]")   # what is not printable ASCII or ordinary whitespace
+
+
+def _hidden(ch: str) -> bool:
+    """A character that does not show as itself: control, format, surrogate, line separators."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000   # outside the BMP: JSON spells it as a UTF-16 surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def visible_controls(page: str) -> str:
+    """Write the control and format characters left in a rendered page (ESC, DEL, C1 controls,
+    bidi overrides, zero-width characters, lone surrogates from undecodable file names) as
+    visible codes such as ``\\x1b``, as ``textreport.printable`` does for the terminal: user text
+    (class names, messages, file names) then cannot hide or reorder what the page says. Line
+    breaks and tabs stay. Run on the whole page, so chart labels are covered too; the embedded
+    record needs nothing, ``embed_json`` escapes them in JSON's own way."""
+    from gradscope.textreport import printable
+
+    return _UNUSUAL.sub(lambda m: printable(m.group()) if _hidden(m.group()) else m.group(), page)
 
 
 # ---- figures -------------------------------------------------------------------------------------

@@ -165,7 +165,9 @@ def section_curves(ctx: SectionContext) -> Section | None:
                                      "test accuracy %"], rows, "Per epoch"))
     acc = curves.last(curves.test_accuracy_percent)
     if acc is not None:
-        s.gist = f"final test accuracy {fmt_number(acc)}%"
+        # a run that stopped before its first evaluation after training has only the one before it
+        label = "test accuracy before training" if curves.epoch[-1:] == [-1] else "final test accuracy"
+        s.gist = f"{label} {fmt_number(acc)}%"
     s.related = ctx.related(CURVE_CODES)
     return s
 
