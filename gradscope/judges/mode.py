@@ -34,13 +34,15 @@ def judge_mode(rec: ModeRecord, run: RunRecord, th: Thresholds) -> list[Finding]
         names = sorted(rec.functional_dropout_in_evaluation)
         calls = sum(rec.functional_dropout_in_evaluation.values())
         out.append(finding(
-            "GS504", names[0] if len(names) == 1 else run.root_name,
-            f"F.dropout(..., training=True) ran {calls} time(s) during evaluation (under torch.no_grad/"
+            "GS504", names[0].split(" (")[0] if len(names) == 1 else run.root_name,
+            f"dropout that is on (F.dropout(..., training=True), or scaled_dot_product_attention with "
+            f"dropout_p > 0) ran {calls} time(s) during evaluation (under torch.no_grad/"
             f"inference_mode or with the model in eval mode, {_at(rec.first_functional_dropout_step)}) in "
-            f"{', '.join(names[:4])}: functional dropout follows its training argument, not model.eval(), "
+            f"{', '.join(names[:4])}: functional dropout follows its own argument, not model.eval(), "
             "so evaluation runs a randomly thinned network and its numbers change from run to run.",
-            "Pass training=self.training to F.dropout (or use an nn.Dropout module), and call model.eval() "
-            "before evaluating. (Monte Carlo dropout keeps it on during evaluation on purpose.)"))
+            "Pass training=self.training to F.dropout (dropout_p=self.p if self.training else 0.0 to "
+            "scaled_dot_product_attention), or use an nn.Dropout module, and call model.eval() before "
+            "evaluating. (Monte Carlo dropout keeps it on during evaluation on purpose.)"))
     if rec.unbackwarded_training_forwards >= 2 and rec.unbackwarded_in_train_mode:
         names = rec.unbackwarded_in_train_mode
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")

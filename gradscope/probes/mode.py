@@ -36,6 +36,7 @@ MODE_SENSITIVE: tuple[type[nn.Module], ...] = (
     nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
 PATCHES = {name: FunctionPatch(F, name) for name in DROPOUTS}
+ATTENTION = FunctionPatch(F, "scaled_dot_product_attention")   # dropout_p > 0 is dropout on
 _PENDING_LIMIT = 64   # training forwards whose outputs are still alive, not yet backpropagated
 
 
@@ -116,25 +117,36 @@ class ModeProbe(Probe):
             self.handles.append(run.wrapper.register_forward_hook(self._after_forward))
         for patch in PATCHES.values():
             patch.add(self._on_dropout)
+        ATTENTION.add(self._on_attention)
 
     def detach(self) -> None:
         super().detach()
         for patch in PATCHES.values():
             patch.remove(self._on_dropout)
+        ATTENTION.remove(self._on_attention)
         self.pending.clear()
 
     def _on_dropout(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not argument(args, kwargs, 2, "training", True):
-            return
+        if argument(args, kwargs, 2, "training", True):
+            self._dropout_on("F.dropout")
+
+    def _on_attention(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        p = argument(args, kwargs, 4, "dropout_p", 0.0)
+        if isinstance(p, (int, float)) and p > 0:
+            self._dropout_on("scaled_dot_product_attention")
+
+    def _dropout_on(self, function: str) -> None:
+        """A dropout that is on, called from the model: wrong during evaluation."""
         run = self.run
         if run is None or run.locating or torch.compiler.is_compiling():
             return
         if torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and run.model.training:
             return   # training: dropout on is right
-        where = calling_module(self.modules)
+        where = calling_module(self.modules, depth=7)
         if where is None:
             return   # another model's dropout, or nn.Dropout (judged by its own mode)
-        self.functional[where] = self.functional.get(where, 0) + 1
+        key = where if function == "F.dropout" else f"{where} ({function})"
+        self.functional[key] = self.functional.get(key, 0) + 1
         if self.first_functional_step is None:
             self.first_functional_step = run.step
 

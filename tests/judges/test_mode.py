@@ -90,7 +90,7 @@ def test_a_version_1_mode_record_is_judged_the_same() -> None:
 def test_gs504_for_functional_dropout_names_the_module_that_called_it() -> None:
     (f,) = judge(ModeRecord(functional_dropout_in_evaluation={"encoder": 4}, first_functional_dropout_step=7))
     assert (f.code, f.severity, f.where) == ("GS504", Severity.WARNING, "encoder")
-    assert "F.dropout(..., training=True) ran 4 time(s) during evaluation" in f.message
+    assert "dropout_p > 0) ran 4 time(s) during evaluation" in f.message
     assert "first at step 7" in f.message and "training=self.training" in f.hint
 
 

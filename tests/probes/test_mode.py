@@ -76,7 +76,7 @@ def test_functional_dropout_hard_wired_on_is_found_in_evaluation(hard_wired: boo
         assert rec.functional_dropout_in_evaluation == {"FunctionalNet": 6}
         assert rec.first_functional_dropout_step == 1
         (message,) = gs504(scope)
-        assert "F.dropout(..., training=True) ran 6 time(s) during evaluation" in message
+        assert "dropout_p > 0) ran 6 time(s) during evaluation" in message
         (f,) = [f for f in scope.findings if f.code == "GS504"]
         assert f.where == "FunctionalNet" and "training=self.training" in (f.hint or "")
     else:
@@ -110,6 +110,45 @@ def test_nn_dropout_and_another_models_functional_dropout_are_not_counted() -> N
                 other.eval()
                 other(x)   # not the watched model
     assert mode(scope).functional_dropout_in_evaluation == {} and gs504(scope) == []
+
+
+class Attention(nn.Module):
+    """Self-attention through scaled_dot_product_attention; ``hard_wired``: dropout_p=0.5 always."""
+
+    def __init__(self, hard_wired: bool) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(8, 24), nn.Linear(8, 3)
+        self.hard_wired = hard_wired
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        p = 0.5 if self.hard_wired or self.training else 0.0
+        return self.out(F.scaled_dot_product_attention(q, k, v, dropout_p=p).mean(dim=1))
+
+
+@pytest.mark.parametrize("hard_wired", [True, False], ids=["dropout_p=0.5", "dropout_p=0 in eval"])
+def test_attention_dropout_left_on_in_evaluation_is_found(hard_wired: bool) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(Attention(hard_wired), nn.Dropout(0.1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 5, 8, generator=g), torch.randint(0, 3, (4,), generator=g)
+    with watch(model, opt) as scope:
+        for _ in range(2):
+            model.train()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()   # dropout in training: right
+            opt.step()
+            model.eval()
+            with torch.no_grad():
+                model(x)
+    rec = mode(scope)
+    if hard_wired:
+        assert rec.functional_dropout_in_evaluation == {"0 (scaled_dot_product_attention)": 2}
+        (f,) = [f for f in scope.findings if f.code == "GS504"]
+        assert f.where == "0" and "dropout_p" in (f.hint or "")
+    else:
+        assert rec.functional_dropout_in_evaluation == {} and gs504(scope) == []
 
 
 @pytest.mark.parametrize("raises", [False, True], ids=["a block that ends", "a block that raises"])
