@@ -15,6 +15,7 @@ GS406 needs to know about a ``torch.amp.GradScaler``: ``GradScaler.scale`` is ob
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -143,6 +144,16 @@ class _Patches:
         scaler_cls = torch.amp.GradScaler
         original_scale = scaler_cls.__dict__["scale"]
 
+        original_update = scaler_cls.__dict__["update"]
+
+        def update(scaler: Any, *args: Any, **kwargs: Any) -> Any:
+            for probe in self.probes:
+                probe.saw_update()
+            return original_update(scaler, *args, **kwargs)
+
+        self.attrs.append((scaler_cls, "update", original_update))
+        scaler_cls.update = functools.wraps(original_update)(update)  # type: ignore[method-assign,assignment]
+
         def scale(scaler: Any, outputs: Any) -> Any:
             for probe in self.probes:
                 probe.saw_scaler(scaler)
@@ -250,6 +261,11 @@ class ClipProbe(Probe):
         if scaler not in run.scalers:
             run.scalers.append(scaler)
 
+    def saw_update(self) -> None:
+        """``GradScaler.update()``: the iteration is over, also when the scaler skipped the
+        optimizer's step (its step hooks never ran); clips after it belong to the next one."""
+        self._clipped_at.clear()
+
     # ---- the clock -------------------------------------------------------------------------------
     def on_backward_end(self) -> None:
         self._fresh_any = True
@@ -303,6 +319,8 @@ class ClipProbe(Probe):
         threshold = args[1] if len(args) > 1 else kwargs.get(threshold_key)
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
             return None  # a tensor threshold would need a sync to read; let PyTorch judge the rest
+        if not math.isfinite(threshold):
+            return None  # clip_grad_norm_(params, inf) measures the norm (HF with max_grad_norm=0): no clipping
         threshold_value = float(threshold)
         call = _Pending(run.step, kind, threshold_value)
         if kind == "with_norm":

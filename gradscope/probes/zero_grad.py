@@ -1,7 +1,7 @@
 """A missing ``zero_grad`` (GS503): gradients from earlier steps still in ``.grad`` at a new step.
 
-At the end of the first step the probe picks one small parameter that got a gradient and puts a
-read-only tensor hook on it. That hook fires in every backward before the new gradient is added
+Right after the first backward (or at the end of the first step) the probe picks one small
+parameter an optimizer holds that got a gradient, and puts a read-only tensor hook on it. That hook fires in every backward before the new gradient is added
 to ``.grad`` and notes whether ``.grad`` was empty (``None``: a host check) or still held a
 non-zero gradient (a device flag, ANDed over the step's backwards). A step is stale when every
 backward since the previous ``optimizer.step()`` found an old non-zero gradient: nothing was
@@ -68,9 +68,19 @@ class ZeroGradProbe(Probe):
     def _leave_step(self, *_: Any) -> None:
         self._inside_step = False
 
+    def on_backward_end(self) -> None:
+        if self.watched is None and not self._inside_step:
+            self._pick_sentinel(backwards_seen=1)
+
     def on_step_end(self) -> None:
+        if self.watched is None:
+            self._pick_sentinel(backwards_seen=0)
+
+    def _pick_sentinel(self, backwards_seen: int) -> None:
+        """Right after the first backward (a trainer may zero the gradients before the step
+        ends), or at the end of the first step."""
         run = self._state()
-        if self.watched is not None or not run.optimizers:
+        if not run.optimizers:
             return
         # the sentinel must be a parameter an optimizer steps and its zero_grad() clears: one
         # that no optimizer holds piles up gradients by design (its .grad is nobody's to zero)
@@ -81,13 +91,13 @@ class ZeroGradProbe(Probe):
             return
         _, name, param = min(candidates, key=lambda c: (c[0], c[1]))
         self.watched = name
+        self._backwards = backwards_seen   # the backward that just ended was this step's first
         handle = param.register_hook(lambda _g, p=param: self._on_grad(p))
         self.handles.append(handle)
         run.own_hook_ids.add(handle.id)
 
     def _on_grad(self, param: torch.Tensor) -> None:
-        run = self._state()
-        if run.step == 0 or self._inside_step:
+        if self._inside_step:
             return
         grad = param.grad
         if self._backwards:  # a later backward of the step: was the accumulated gradient emptied?
@@ -105,11 +115,12 @@ class ZeroGradProbe(Probe):
 
     def on_step_begin(self) -> None:
         run = self._state()
-        if self.watched is None or run.step == 0 or run.backwards_in_step == 0:
+        if self.watched is None or run.backwards_in_step == 0:
             return
-        self.checked += 1
-        if not self._reset_seen and self._stale is not None:
-            self.flags.append((run.step, self._stale))
+        if run.step > 0:   # the first step starts from empty gradients whatever the loop does
+            self.checked += 1
+            if not self._reset_seen and self._stale is not None:
+                self.flags.append((run.step, self._stale))
         if self._backwards > 1:
             self.micro.append((run.step, self._backwards - 1, self._later_empty_host, self._later_empty))
         self._reset_seen = False

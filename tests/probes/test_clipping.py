@@ -490,3 +490,45 @@ def test_plain_function_without_wrapper_is_patched_by_name(monkeypatch: pytest.M
     calls = clip_calls(scope)
     assert [c.kind for c in calls] == ["value"] and calls[0].saturated == 1.0
     assert all(float(p.grad.abs().max()) == pytest.approx(1e-7) for p in model.parameters())
+
+
+# ---- GradScaler-skipped steps and norm measurements -------------------------------------------------
+def test_clipping_once_per_step_with_skipped_amp_steps_is_not_per_micro_batch() -> None:
+    """A GradScaler skips the optimizer's step on an overflow (its step hooks never run); the clip of
+    the next iteration belongs to that iteration, not to an accumulation."""
+    torch.manual_seed(0)
+    model = MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    skipped = 0
+    with watch(model, opt) as scope:
+        for step in range(6):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            if step in (1, 3):
+                loss = loss * float("inf")   # an overflow: the scaler skips this step
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            before = scaler.get_scale()
+            scaler.step(opt)
+            scaler.update()
+            skipped += scaler.get_scale() < before
+    assert skipped == 2                       # plain torch: two steps were skipped
+    assert only(scope.findings, "GS407") == []
+
+
+def test_a_norm_measured_with_an_infinite_max_norm_is_no_clipping() -> None:
+    """``clip_grad_norm_(params, inf)`` returns the norm and clips nothing (HF with max_grad_norm=0)."""
+    torch.manual_seed(0)
+    model = MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    with watch(model, opt) as scope:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            opt.step()
+    assert not codes(scope.findings) & {"GS401", "GS402"}

@@ -66,9 +66,10 @@ def test_gs511_zero_grad_before_every_micro_batch(how: Clear) -> None:
             opt.step()
     (f,) = only(scope.findings, "GS511")
     assert (f.severity, f.where) == (Severity.WARNING, "Sequential")
-    assert "3 of 3 accumulation steps (first at step 1" in f.message and "accumulation does nothing" in f.message
+    # every step is checked, the first one too: the sentinel is chosen right after the first backward
+    assert "4 of 4 accumulation steps (first at step 0" in f.message and "accumulation does nothing" in f.message
     rec = _record(scope)
-    assert (rec.accumulation_steps, rec.emptied_accumulation_steps, rec.first_emptied_step) == (3, 3, 1)
+    assert (rec.accumulation_steps, rec.emptied_accumulation_steps, rec.first_emptied_step) == (4, 4, 0)
     assert only(scope.findings, "GS503") == []
     # plain autograd: the last step used the last micro-batch's gradient alone
     before = _mlp()
@@ -96,7 +97,7 @@ def test_gs511_twin_zero_grad_once_per_step_under_accumulation(how: Clear) -> No
             opt.step()
     assert not {f.code for f in scope.findings} & {"GS503", "GS511"}
     rec = _record(scope)
-    assert (rec.accumulation_steps, rec.emptied_accumulation_steps, rec.steps_with_stale_gradients) == (3, 0, 0)
+    assert (rec.accumulation_steps, rec.emptied_accumulation_steps, rec.steps_with_stale_gradients) == (4, 0, 0)
 
 
 def test_gs511_twin_lbfgs_evaluating_its_closure_several_times_per_step() -> None:
@@ -182,3 +183,19 @@ def test_gs503_twin_zero_grad_every_step(alpha_in_optimizer: bool, frozen_in_opt
     assert rec.watched_parameter != "alpha" or alpha_in_optimizer
     if not alpha_in_optimizer:
         assert model.alpha.grad is not None and only(scope.findings, "GS303")
+
+
+def test_a_trainer_that_zeroes_before_its_step_callback_still_gets_the_check() -> None:
+    """HF's Trainer zeroes the gradients before its step-end callback ticks a manual clock: the
+    sentinel is chosen right after the first backward, while the gradients are there."""
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(model, opt, step_on="manual") as scope:
+        for step in range(4):
+            x, y = _batch(step)
+            F.mse_loss(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            scope.step()
+    rec = _record(scope)
+    assert rec.steps_checked == 3 and rec.steps_with_stale_gradients == 0
