@@ -1,14 +1,15 @@
 """A missing ``zero_grad`` (GS503): gradients from earlier steps still in ``.grad`` at a new step.
 
 Right after the first backward (or at the end of the first step) the probe picks one small
-parameter an optimizer holds that got a gradient, and puts a read-only tensor hook on it. That hook fires in every backward before the new gradient is added
-to ``.grad`` and notes whether ``.grad`` was empty (``None``: a host check) or still held a
-non-zero gradient (a device flag, ANDed over the step's backwards). A step is stale when every
-backward since the previous ``optimizer.step()`` found an old non-zero gradient: nothing was
-zeroed in between, by any means (``optimizer.zero_grad()``, ``model.zero_grad()``,
-``p.grad = None``, ``set_to_none=False``). Intended accumulation (several backwards, one step,
-then zeroing) is not flagged, and neither is a GAN's discriminator that receives gradients from
-the generator's loss and is zeroed before its own backward. The flags reach the host at a flush.
+parameter an optimizer holds that got a gradient, and puts a read-only tensor hook on it. That hook
+fires in every backward before the new gradient is added to ``.grad`` and notes whether ``.grad``
+was empty (``None``: a host check) or still held a non-zero gradient (a device flag, ANDed over the
+step's backwards). A step is stale when every backward since the previous ``optimizer.step()``
+found an old non-zero gradient: nothing was zeroed in between, by any means
+(``optimizer.zero_grad()``, ``model.zero_grad()``, ``p.grad = None``, ``set_to_none=False``).
+Intended accumulation (several backwards, one step, then zeroing) is not flagged, and neither is a
+GAN's discriminator that receives gradients from the generator's loss and is zeroed before its own
+backward. The flags reach the host at a flush.
 """
 from __future__ import annotations
 
