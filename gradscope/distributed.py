@@ -86,12 +86,19 @@ def clean_name(name: str) -> str:
     return name
 
 
+_DTENSOR: list[type | None] = []   # DTensor's class, looked up once (None: a build without it)
+
+
 def is_dtensor(t: Any) -> bool:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - builds without distributed
-        return False
-    return isinstance(t, DTensor)
+    if not _DTENSOR:
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # pragma: no cover - builds without distributed
+            _DTENSOR.append(None)
+        else:
+            _DTENSOR.append(DTensor)
+    cls = _DTENSOR[0]
+    return cls is not None and isinstance(t, cls)
 
 
 def local(t: torch.Tensor) -> torch.Tensor:

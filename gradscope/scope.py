@@ -2,8 +2,10 @@
 
 The clock has two ticks:
 
-- *end of backward*: every trainable parameter gets a ``register_post_accumulate_grad_hook``; the
-  first one to fire in a backward pass queues a callback on the autograd engine
+- *end of backward*: a gradient hook on the model's output (put on by a forward hook of the root),
+  and, for the first backward, a ``register_post_accumulate_grad_hook`` on every trainable
+  parameter (afterwards on a few sentinels only); the first one to fire in a backward pass queues
+  a callback on the autograd engine
   (``Variable._execution_engine.queue_callback``, the mechanism DDP and FSDP use), which runs once
   the whole backward has finished and every ``.grad`` is final. Probes read gradients there, so
   they see the gradient backward produced, before any clipping.
@@ -176,6 +178,7 @@ class Scope:
         update_ratio_every: int = 50,
         thresholds: Thresholds | Mapping[str, Any] | None = None,
         probes: Sequence[ProbeSpec] | None = None,
+        grad_norm_every: int | None = None,
     ) -> None:
         self.model = _check_model(model)
         self.optimizers = _check_optimizers(optimizer)
@@ -193,10 +196,15 @@ class Scope:
                                     ("update_ratio_every", update_ratio_every, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise GradscopeError(f"{label} must be an integer >= {least}, got {value!r}")
+        if grad_norm_every is not None and (isinstance(grad_norm_every, bool)
+                                            or not isinstance(grad_norm_every, int) or grad_norm_every < 1):
+            raise GradscopeError(
+                f"grad_norm_every must be an integer >= 1 or None (automatic), got {grad_norm_every!r}")
         self.options = WatchOptions(
             activations=activations, step_on=step_on, flush_every=flush_every,
             max_kept_steps=max_kept_steps, strict=strict, dead_units_every=dead_units_every,
-            update_ratio_every=update_ratio_every, thresholds=Thresholds.of(thresholds))
+            update_ratio_every=update_ratio_every, thresholds=Thresholds.of(thresholds),
+            grad_norm_every=grad_norm_every)
         self.unwrapped = unwrap(self.model)
         inner = self.unwrapped.inner
         names, params = _trainable(inner)
@@ -215,6 +223,7 @@ class Scope:
         self.probes: list[Probe] = build_probes(self.options, bool(self.optimizers), probes)
         self.run.probes = {p.name: p for p in self.probes}
         self._handles: list[RemovableHandle] = []
+        self._param_hooks: dict[int, RemovableHandle] = {}  # parameter index -> its post-accumulate hook
         self._queued_task: int | None = None  # graph task whose end callback is queued
         self._recording_order = True
         self._attached = False
@@ -240,8 +249,9 @@ class Scope:
         self.run.world = World.current()
         try:
             for i, p in enumerate(self.run.params):
-                self._handles.append(
-                    p.register_post_accumulate_grad_hook(functools.partial(self._on_grad, i)))
+                self._param_hooks[i] = p.register_post_accumulate_grad_hook(functools.partial(self._on_grad, i))
+            # the tick of every backward through the model's output, whatever the tensor count
+            self._handles.append(self.run.wrapper.register_forward_hook(self._on_output))
             for flat in fsdp1_flat_parameters(self.run.model, self.run.params):
                 # FSDP1 with use_orig_params=True runs no hook on the original parameters: the
                 # flat parameters' own hooks are the tick, the original ones hold the gradients
@@ -253,7 +263,8 @@ class Scope:
             for probe in self.probes:
                 probe.attach(self.run)
             self.run.own_hook_ids.update(
-                h.id for h in [*self._handles, *(h for p in self.probes for h in p.handles)])
+                h.id for h in [*self._handles, *self._param_hooks.values(),
+                               *(h for p in self.probes for h in p.handles)])
         except BaseException:
             self._detach()
             raise
@@ -292,6 +303,8 @@ class Scope:
     def _detach(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+        while self._param_hooks:
+            self._param_hooks.popitem()[1].remove()
         for probe in self.probes:
             probe.detach()
 
@@ -299,6 +312,31 @@ class Scope:
     def _on_grad(self, index: int | None, _param: torch.Tensor) -> None:
         if self._recording_order and index is not None:
             self.run.backward_order.append(index)
+        self._tick()
+
+    def _on_output(self, _module: nn.Module, _args: Any, output: Any) -> None:
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return
+        for t in _grad_outputs(output):
+            t.register_hook(self._on_output_grad)
+
+    def _on_output_grad(self, _grad: torch.Tensor) -> None:
+        self._tick()
+
+    def _keep_sentinel_hooks(self) -> None:
+        """After the first backward, which recorded the order gradients arrive in, a Python call
+        per parameter per backward is no longer needed: the output's gradient hook ticks every
+        backward through the model. Hooks stay on the first and last parameters of that order and
+        on those it did not reach, for backward passes that do not start at the model's output
+        (``model.forward(x)``, which runs no module hook; a loss on a submodule's output)."""
+        order = self.run.backward_order
+        if not order:
+            return
+        keep = {order[0], order[-1]} | (set(self._param_hooks) - set(order))
+        for index in [i for i in self._param_hooks if i not in keep]:
+            self._param_hooks.pop(index).remove()
+
+    def _tick(self) -> None:
         # One callback per backward pass (graph task). Keyed by the task, not a plain flag, so that
         # a backward that raised before its end (an out-of-memory retried by the user) cannot
         # leave the scope waiting for a callback that never comes.
@@ -319,7 +357,9 @@ class Scope:
     def _on_backward_end(self) -> None:
         started = time.perf_counter_ns()
         self._queued_task = None
-        self._recording_order = False
+        if self._recording_order:
+            self._recording_order = False
+            self._keep_sentinel_hooks()
         run = self.run
         run.backwards += 1
         run.backwards_in_step += 1
@@ -541,6 +581,23 @@ class Scope:
         return write_record(self.to_record(), path)
 
 
+def _grad_outputs(value: Any, limit: int = 4) -> list[torch.Tensor]:
+    """The first few tensors of a forward's output that require grad (tensors, tuples, dicts,
+    ``ModelOutput``-like mappings)."""
+    found: list[torch.Tensor] = []
+    todo = [value]
+    while todo and len(found) < limit:
+        item = todo.pop(0)
+        if isinstance(item, torch.Tensor):
+            if item.requires_grad:
+                found.append(item)
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif isinstance(item, Mapping):
+            todo.extend(item.values())
+    return found
+
+
 def watch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
@@ -554,6 +611,7 @@ def watch(
     update_ratio_every: int = 50,
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     probes: Sequence[ProbeSpec] | None = None,
+    grad_norm_every: int | None = None,
 ) -> Scope:
     """Watch a training run: ``with gradscope.watch(model, optimizer) as scope: ...``.
 
@@ -570,6 +628,10 @@ def watch(
         dead_units_every: look for ReLU units that never activate (GS207) on every this many
             steps' forwards (0 turns it off).
         update_ratio_every: sample ``||dw||/||w||`` every this many steps (0 turns it off).
+        grad_norm_every: read the gradient norms every this many steps (and on every step before
+            the first such interval). None (the default): every step for models of up to 2,000
+            parameter tensors; beyond, often enough that the reads cost about as much as for
+            2,000 (each tensor's norm is one kernel on the CPU). ``strict=True`` reads every step.
         thresholds: overrides of ``gradscope.Thresholds`` as a dict.
         probes: which probes to attach: built-in names (``gradscope.probes.PROBE_NAMES``),
             ``"default"`` for all of them, and your own ``Probe`` instances (see docs/probes.md).
@@ -577,4 +639,5 @@ def watch(
     """
     return Scope(model, optimizer, activations=activations, step_on=step_on, flush_every=flush_every,
                  max_kept_steps=max_kept_steps, strict=strict, dead_units_every=dead_units_every,
-                 update_ratio_every=update_ratio_every, thresholds=thresholds, probes=probes)
+                 update_ratio_every=update_ratio_every, thresholds=thresholds, probes=probes,
+                 grad_norm_every=grad_norm_every)

@@ -306,3 +306,95 @@ def test_memory_stays_flat_over_5000_steps() -> None:
     rec = scope.records["grad_norm"]
     assert len(rec.steps) <= 64 and rec.parameter_stats.row(rec.parameters.index("0.weight")).count == 5000
     assert rec.steps[0] == 0 and rec.steps[-1] >= 5000 - 2 * rec.stride
+
+
+# ---- many tensors: the steady path has no Python call per parameter ----------------------------------
+def _grad_norms(scope: Scope) -> dict[int, list[float]]:
+    rec = scope.records["grad_norm"]
+    return {step: row.tolist() for step, row in zip(rec.steps, rec.parameter_norms)}
+
+
+def test_after_the_first_backward_only_sentinel_parameters_keep_a_hook() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(20)])   # 40 parameter tensors
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(8, 4)
+    expected: dict[int, list[float]] = {}
+    with watch(model, opt) as scope:
+        for step in range(4):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            expected[step] = [float(p.grad.norm()) for p in model.parameters()]
+            opt.step()
+            if step == 0:
+                assert len(scope._param_hooks) == 2   # the first and last in backward order
+    assert scope.run.backwards == 4 and scope.run.step == 4
+    assert scope.run.backward_order[:2] == [39, 38]   # the output side first
+    got = _grad_norms(scope)
+    for step in range(4):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6)
+
+
+def test_backward_passes_that_skip_the_models_output_still_tick() -> None:
+    """``model.forward(x)`` runs no module hook of the root, and an auxiliary loss on an inner
+    layer's output never passes through the root's output: the sentinels see both."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(8, 4)
+    with watch(model, opt, step_on="backward") as scope:
+        model(x).square().mean().backward()          # records the order
+        model.forward(x).square().mean().backward()  # no root hook runs
+        model[1](model[0](x)).square().mean().backward()   # reaches the input side only
+    assert scope.run.backwards == 3
+    rec = scope.records["grad_norm"]
+    assert rec.steps == [0, 1, 2]
+
+
+def test_an_unreached_parameter_keeps_its_hook_until_it_is_reached() -> None:
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4), "c": nn.Linear(4, 4)})
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(8, 4)
+    with watch(model, opt, step_on="backward") as scope:
+        model["b"](model["a"](x)).sum().backward()   # c unreached: its two tensors keep their hooks
+        kept = set(scope._param_hooks)
+        model["c"](x).sum().backward()                 # a backward through c alone
+    names = scope.run.param_names
+    assert {names[i] for i in kept} >= {"c.weight", "c.bias"}
+    assert scope.run.backwards == 2
+
+
+@pytest.mark.parametrize(("every", "steps"), [(1, [0, 1, 2, 3, 4, 5, 6]), (3, [0, 1, 2, 3, 6])])
+def test_grad_norm_every_reads_the_norms_on_sampled_steps(every: int, steps: list[int]) -> None:
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    expected: dict[int, list[float]] = {}
+    with watch(model, opt, grad_norm_every=every) as scope:
+        for step in range(7):
+            opt.zero_grad()
+            model(torch.randn(8, 6)).square().mean().backward()
+            expected[step] = [float(p.grad.norm()) for p in model.parameters() if p.requires_grad]
+            opt.step()
+    got = _grad_norms(scope)
+    assert sorted(got) == steps
+    for step in steps:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6)
+
+
+def test_models_with_thousands_of_tensors_are_sampled_by_default_and_strict_reads_every_step() -> None:
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(1001)])   # 2,002 tensors
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(model, opt) as scope:
+        pass
+    assert scope.get_probe("grad_norm").every == 2   # type: ignore[union-attr]
+    with watch(model, opt, strict=True) as scope:
+        pass
+    assert scope.get_probe("grad_norm").every == 1   # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "3"])
+def test_a_bad_grad_norm_every_is_refused(value: Any) -> None:
+    with pytest.raises(GradscopeError, match="grad_norm_every must be an integer >= 1 or None"):
+        watch(nn.Linear(2, 2), grad_norm_every=value)

@@ -44,6 +44,7 @@ class WatchOptions:
     dead_units_every: int = 10
     update_ratio_every: int = 50
     thresholds: Thresholds = field(default_factory=Thresholds)
+    grad_norm_every: int | None = None   # None: every step up to AUTO_TENSORS tensors, then sampled
 
 
 @dataclass

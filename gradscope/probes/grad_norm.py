@@ -25,6 +25,18 @@ from gradscope.records.grad_norm import GradNormRecord
 from gradscope.reports.sections.grad_norm import section_grad_norm
 from gradscope.series import DecimatedSeries, RunningStats
 
+AUTO_TENSORS = 2000   # up to this many parameter tensors, norms are read at every step by default
+
+
+def read_every(options: Any, tensors: int) -> int:
+    """Steps between gradient-norm reads: the option, or 1 up to ``AUTO_TENSORS`` tensors and then
+    as many steps as keep the per-step cost of about ``AUTO_TENSORS`` tensors (strict: every step)."""
+    if options.strict:
+        return 1
+    if options.grad_norm_every is not None:
+        return int(options.grad_norm_every)
+    return max(1, -(-tensors // AUTO_TENSORS))
+
 
 class _Group:
     """Parameters sharing a device, a dtype and a sharding, with their device buffer.
@@ -38,6 +50,8 @@ class _Group:
         self.device = device
         self.reduction = reduction
         self.buffer = torch.zeros(rows, len(positions), dtype=torch.float32, device=device)
+        self.plain = not reduction.sharded    # dense local tensors: read .grad as it is
+        self.unseen = list(range(len(positions)))   # members that have not had a gradient yet
         # Stands in for a missing gradient: its norm is 0, so the fused kernel always sees the
         # whole group and writes one full row (no index tensor per pattern of missing gradients,
         # whose host-to-device copy would be a sync on CUDA).
@@ -72,10 +86,12 @@ class GradNormProbe(Probe):
         self.rows_written: set[int] = set()
         self.scale: torch.Tensor | None = None   # loss scale per row, when a GradScaler is in use
         self.rows_seen = 0
+        self.every = 1                # steps between reads (grad_norm_every)
 
     def attach(self, run: Any) -> None:
         super().attach(run)
         n = len(run.params)
+        self.every = read_every(run.options, n)
         self.had_grad = [False] * n
         self.param_stats = RunningStats(n)
         self.layer_stats = RunningStats(len(run.layer_names))
@@ -96,24 +112,32 @@ class GradNormProbe(Probe):
                 self.groups.append(_Group(members, device, dtype, run.flush_every, red))
 
     # ---- per step (no host sync) -------------------------------------------------------------
+    def sampled(self, step: int) -> bool:
+        return step % self.every == 0 or step < self.every
+
     def on_backward_end(self) -> None:
         run = self._state()
+        if self.every > 1 and not self.sampled(run.step):
+            return
         params = run.params
         for group in self.groups:
-            grads: list[torch.Tensor] = []
-            present = 0
-            for pos in group.positions:
-                g = params[pos].grad
-                if g is None:
-                    grads.append(group.empty)
-                    continue
-                # an uncoalesced sparse gradient (nn.Embedding(sparse=True)) repeats indices:
-                # its values only have the right norm once duplicates are summed (on CUDA
-                # that sizes the result on the host, as SparseAdam's own coalesce does)
-                g = local(g)  # a DTensor (FSDP2): this rank's shard
-                grads.append(g.coalesce()._values() if g.is_sparse else g)
-                present += 1
-                self.had_grad[pos] = True
+            empty = group.empty
+            raw = [params[pos].grad for pos in group.positions]
+            if group.plain and not any(g is not None and g.is_sparse for g in raw):
+                # the common case in one comprehension: a Python loop per tensor is what costs
+                # with thousands of tensors
+                grads = [empty if g is None else g for g in raw]
+                present = sum(g is not None for g in raw)
+            else:
+                grads, present = self._read(raw, empty)
+            if group.unseen:   # costs only while some member has never had a gradient
+                still = []
+                for i in group.unseen:
+                    if raw[i] is None:
+                        still.append(i)
+                    else:
+                        self.had_grad[group.positions[i]] = True
+                group.unseen = still
             if not present:
                 continue
             device = next(g.device for g in grads if g is not group.empty)
@@ -125,6 +149,22 @@ class GradNormProbe(Probe):
             norms = foreach_norms(grads)
             group.buffer[run.row].copy_(norms.square() if group.reduction.sharded else norms)
         self.rows_written.add(run.row)
+
+    @staticmethod
+    def _read(raw: list[torch.Tensor | None], empty: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+        grads: list[torch.Tensor] = []
+        present = 0
+        for g in raw:
+            if g is None:
+                grads.append(empty)
+                continue
+            # an uncoalesced sparse gradient (nn.Embedding(sparse=True)) repeats indices: its
+            # values only have the right norm once duplicates are summed (on CUDA that sizes the
+            # result on the host, as SparseAdam's own coalesce does)
+            g = local(g)  # a DTensor (FSDP2): this rank's shard
+            grads.append(g.coalesce()._values() if g.is_sparse else g)
+            present += 1
+        return grads, present
 
     def _note_scale(self, run: Any, device: torch.device) -> None:
         scaler = run.scalers[0]
