@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import gc
+import os
 import sys
 import traceback
 import types
@@ -303,6 +305,7 @@ def run_script(path: Path, args: list[str], watcher: ScriptWatcher) -> ScriptRes
     main.__file__ = str(resolved)
     main.__builtins__ = builtins  # type: ignore[attr-defined]
     saved_main, saved_argv, saved_path = sys.modules.get("__main__"), sys.argv, list(sys.path)
+    saved_cwd = os.getcwd()   # a script that calls os.chdir() must not move the caller
     sys.modules["__main__"] = main
     sys.argv = [str(path), *args]
     sys.path.insert(0, str(resolved.parent))
@@ -326,6 +329,8 @@ def run_script(path: Path, args: list[str], watcher: ScriptWatcher) -> ScriptRes
     finally:
         sys.argv = saved_argv
         sys.path[:] = saved_path
+        with contextlib.suppress(OSError):   # the folder may be gone: then stay where the script left us
+            os.chdir(saved_cwd)
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
         watcher.stop(failed=status in ("crashed", "interrupted"))

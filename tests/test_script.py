@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gradscope.cli import main
-from gradscope.script import looks_like_script
+from gradscope.script import ScriptWatcher, looks_like_script, run_script
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
@@ -135,3 +136,13 @@ def test_global_hooks_are_gone_after_the_script(tmp_path: Path) -> None:
     assert after == before
     assert sys.modules["__main__"].__name__ == "__main__" and "raises" not in str(
         getattr(sys.modules["__main__"], "__file__", ""))
+
+
+def test_a_script_that_calls_chdir_leaves_the_caller_where_it_was(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script.write_text(f"import os\nos.chdir({str(elsewhere)!r})\n", encoding="utf-8")
+    before = os.getcwd()
+    result = run_script(script, [], ScriptWatcher())
+    assert result.status == "completed" and os.getcwd() == before
