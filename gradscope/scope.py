@@ -231,6 +231,7 @@ class Scope:
         self._findings: list[Finding] | None = None
         self._extra: list[Finding] = []       # add_findings()
         self._stepper: int | None = None      # the optimizer that ended the last step
+        self._begun = False                   # begin_step() ran for the step in progress (manual clock)
         self._manual_clock = chosen in ("manual", "backward")  # the user chose it: keep it
         self.registration: Registration | None = None
 
@@ -418,15 +419,31 @@ class Scope:
         self._extra.extend(findings)
         self._findings = None
 
+    def begin_step(self) -> None:
+        """Say that the optimizer is about to update (only with ``step_on="manual"``): call it right
+        before ``optimizer.step()``, after any clipping, and ``scope.step()`` after it. Without it,
+        ``step()`` does both at once, after the update, and the update ratios (GS208) have no
+        "before" to compare with."""
+        self._manual("begin_step")
+        if not self._begun:
+            self._begun = True
+            for probe in self.probes:
+                probe.on_step_begin()
+
     def step(self) -> None:
         """End the current step by hand (only with ``step_on="manual"``)."""
+        self._manual("step")
+        if not self._begun:
+            for probe in self.probes:
+                probe.on_step_begin()
+        self._begun = False
+        self._end_step()
+
+    def _manual(self, what: str) -> None:
         if self.step_on != "manual":
             raise GradscopeError(
-                f"scope.step() is for step_on='manual'; this scope's clock follows the "
-                f"{self.step_on} already. Drop the step() call or pass step_on='manual' to watch().")
-        for probe in self.probes:
-            probe.on_step_begin()
-        self._end_step()
+                f"scope.{what}() is for step_on='manual'; this scope's clock follows the "
+                f"{self.step_on} already. Drop the {what}() call or pass step_on='manual' to watch().")
 
     def _end_step(self) -> None:
         started = time.perf_counter_ns()

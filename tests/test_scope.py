@@ -398,3 +398,29 @@ def test_models_with_thousands_of_tensors_are_sampled_by_default_and_strict_read
 def test_a_bad_grad_norm_every_is_refused(value: Any) -> None:
     with pytest.raises(GradscopeError, match="grad_norm_every must be an integer >= 1 or None"):
         watch(nn.Linear(2, 2), grad_norm_every=value)
+
+
+def test_begin_step_gives_a_manual_clock_its_update_ratios() -> None:
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = []
+    with watch(model, opt, step_on="manual", update_ratio_every=1) as scope:
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(8, 6)).square().mean().backward()
+            before = [p.detach().clone() for p in model.parameters()]
+            scope.begin_step()
+            opt.step()
+            scope.step()
+            layers = [[0, 1], [2, 3], [4, 5]]   # weight and bias of each Linear
+            after = [p.detach() for p in model.parameters()]
+            expected.append([
+                float(torch.stack([(after[i] - before[i]).norm() for i in ix]).norm()
+                      / torch.stack([before[i].norm() for i in ix]).norm()) for ix in layers])
+    rec = scope.records["update_ratio"]
+    assert rec.steps == [0, 1, 2]
+    assert rec.ratios.tolist() == [pytest.approx(row, rel=1e-5) for row in expected]
+    with pytest.raises(GradscopeError, match="begin_step\\(\\) is for step_on='manual'"):
+        with watch(model, opt) as other:
+            other.begin_step()

@@ -30,15 +30,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 EXTRA_INSTALL = "pip install 'gradscope[integrations]'"
 
 # watch() options a callback passes through unchanged
-WATCH_OPTIONS = ("activations", "flush_every", "max_kept_steps", "strict", "dead_units_every", "thresholds",
-                 "probes")
+WATCH_OPTIONS = ("activations", "flush_every", "max_kept_steps", "strict", "dead_units_every",
+                 "update_ratio_every", "thresholds", "probes", "grad_norm_every")
 # watch() options a callback cannot take, and why
 OWNED_OPTIONS = {
     "step_on": "the callback owns the step clock: it ends each step when the trainer's own step ends "
                "(gradient accumulation, skipped AMP steps and several optimizers included)",
-    "update_ratio_every": "update ratios need the moment right before the optimizer's update, and a step "
-                          "ended by the trainer (scope.step() after the update) does not give it yet; "
-                          "the update-ratio probe (GS208) is off under the trainer callbacks",
 }
 
 
@@ -76,11 +73,6 @@ def watch_options(options: Mapping[str, Any], owner: str) -> dict[str, Any]:
             raise GradscopeError(f"{owner}() got an unknown option {key!r}; it takes the watch() options "
                                  f"{', '.join(WATCH_OPTIONS)} (see gradscope.watch)")
         out[key] = value
-    probes = out.get("probes")
-    named = [probes] if isinstance(probes, str) else list(probes or [])
-    if "update_ratio" in named:
-        raise GradscopeError(f"{owner}(probes=['update_ratio']) is not available: "
-                             f"{OWNED_OPTIONS['update_ratio_every']}.")
     return out
 
 
@@ -161,11 +153,16 @@ class WatchSession:
         if self.scope is not None:
             raise GradscopeError("this gradscope callback is already watching a run; use one callback "
                                  "per Trainer")
-        scope = watch(model, list(optimizers), step_on="manual", update_ratio_every=0, **self.options)
+        scope = watch(model, list(optimizers), step_on="manual", **self.options)
         scope.__enter__()
         self.scope = scope
         self._flushed_until = 0
         return scope
+
+    def begin_step(self) -> None:
+        """The trainer is about to update the weights (after clipping): the update ratios' "before"."""
+        if self.scope is not None and self.record is None:
+            self.scope.begin_step()
 
     def step(self) -> bool:
         """End the step the trainer just finished. True when that made the scope flush: then

@@ -10,7 +10,8 @@ What it does, hook by hook (Lightning's order, as measured in docs/integrations.
 - ``on_fit_start``: ``watch(pl_module, trainer.optimizers, step_on="manual")``. The optimizers do
   not exist before this hook (the strategy builds them after ``setup``); the module is the one
   the user wrote, so names have no ``_forward_module.`` or ``module.`` prefix.
-- ``on_before_optimizer_step``: notes that the trainer steps. Lightning calls it once per
+- ``on_before_optimizer_step``: notes that the trainer steps, and ``scope.begin_step()``: the weights
+  before the update, for the update ratios. Lightning calls it once per
   optimizer step after the last micro-batch's backward (with a GradScaler: after unscaling), also
   for a step the GradScaler will skip.
 - ``on_train_batch_end``: ``scope.step()`` when an optimizer step happened in that batch. The torch
@@ -126,6 +127,7 @@ class GradscopeCallback(Callback):
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
         self._stepped = True
+        self.session.begin_step()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

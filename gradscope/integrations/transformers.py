@@ -9,6 +9,8 @@ What it does, event by event (the Trainer's order, as measured in docs/integrati
   its optimizer wrapped in accelerate's ``AcceleratedOptimizer``; gradscope hooks the torch
   optimizer inside it, whose step runs once per real update. The model is the Trainer's own
   (unwrapped) model. DeepSpeed is refused with a warning and the run goes on unwatched.
+- ``on_pre_optimizer_step``: ``scope.begin_step()``, after the Trainer clipped and right before the
+  update: the update ratios' "before".
 - ``on_step_end``: ``scope.step()``, once per optimizer step on the Trainer's count
   (``state.global_step``), also for a step a GradScaler skipped. The gradient norms are read at
   the end of the last micro-batch's backward, before ``clip_grad_norm_``: the per-step total norm
@@ -108,6 +110,10 @@ class GradscopeCallback(TrainerCallback):
         if self.check:
             self.session.check(model)
         self.session.start(model, [] if optimizer is None else [unwrap_optimizer(optimizer)])
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                              **kwargs: Any) -> None:
+        self.session.begin_step()   # after the Trainer clipped, right before the update
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:

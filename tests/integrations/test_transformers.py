@@ -77,6 +77,9 @@ def test_recorded_norms_equal_the_logged_pre_clip_grad_norm(tmp_path: Path) -> N
     assert record.steps == trainer.args.max_steps == 4 and record.backwards == 8
     assert record.optimizers == ["AdamW"]           # the torch optimizer, not AcceleratedOptimizer
     assert record.probes["clipping"].summary.norm_calls == 4
+    ratios = record.probes["update_ratio"]           # begin_step() at on_pre_optimizer_step
+    assert ratios.steps == [0, 1, 2] and (ratios.ratios > 0).all()   # sampled at 0, 1, 2, 4, ...
+    assert record.probes["zero_grad"].steps_checked == 3   # the Trainer zeroes before on_step_end
     assert callback.json_path == tmp_path / "gradscope" / "run.json"
     written = json.loads(callback.json_path.read_text(encoding="utf-8"))
     assert written["run"]["options"]["gradient_accumulation_steps"] == 2
