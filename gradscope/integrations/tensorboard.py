@@ -182,7 +182,7 @@ class TensorBoardExporter(Probe):
 
     # ---- from the other probes' host data ---------------------------------------------------------
     def _write_norms(self) -> None:
-        from gradscope.norms import combine_norms, membership_matrix
+        from gradscope.norms import Groups, combine_norms
         from gradscope.probes.grad_norm import GradNormProbe
 
         run = self._state()
@@ -194,7 +194,7 @@ class TensorBoardExporter(Probe):
         if first == len(steps):
             return
         rows = grad.param_series.values()[first:]
-        layers = combine_norms(rows, membership_matrix(run.param_layer, len(run.layer_names))).tolist()
+        layers = combine_norms(rows, Groups(run.param_layer, len(run.layer_names))).tolist()
         totals = grad.total_series.values()[first:, 0].tolist()
         assert self.writer is not None
         self.writer.norms(steps[first:], run.layer_names, layers, totals)

@@ -18,7 +18,7 @@ GROWTH_MIN_STEPS = 20   # GS204 by growth needs this many finite kept steps
 def judge_grad_norm(rec: GradNormRecord, run: RunRecord, th: Thresholds) -> list[Finding]:
     if run.backwards == 0 or not rec.parameters:
         return []
-    return (never_got_gradient(rec, run) + always_zero(rec) + vanishing(rec, th)
+    return (never_got_gradient(rec, run) + always_zero(rec, run.root_name) + vanishing(rec, th)
             + exploding(rec, run, th) + nonfinite(rec, run))
 
 
@@ -27,35 +27,51 @@ def owner(name: str, root: str) -> str:
     return name.rpartition(".")[0] or root
 
 
+MAX_PLACES = 10   # beyond this many places, one finding at the root names the first few and the count
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def never_got_gradient(rec: GradNormRecord, run: RunRecord) -> list[Finding]:
     if not rec.no_gradient:
         return []
     by_layer: dict[str, list[str]] = {}
     for name in rec.no_gradient:
         by_layer.setdefault(owner(name, run.root_name), []).append(name)
+    passes = plural(run.backwards, 'backward pass', 'backward passes')
+    if len(by_layer) > MAX_PLACES:
+        return [finding("GS201", run.root_name,
+                        f"{plural(len(rec.no_gradient), 'trainable parameter')} in {len(by_layer)} layers "
+                        f"({_listed(list(by_layer))}) never received a gradient in {passes}: the loss does "
+                        "not depend on them, so they never train.")]
     return [
         finding("GS201", layer,
                 f"{', '.join(names)} ({plural(len(names), 'trainable parameter')}) never received a "
-                f"gradient in {plural(run.backwards, 'backward pass', 'backward passes')}: the loss "
-                "does not depend on them, so they never train.")
+                f"gradient in {passes}: the loss does not depend on them, so they never train.")
         for layer, names in by_layer.items()
     ]
 
 
-def always_zero(rec: GradNormRecord) -> list[Finding]:
+def always_zero(rec: GradNormRecord, root: str = "model") -> list[Finding]:
     if rec.no_gradient is None:
         return []  # a record before version 2: which parameters got a gradient is unknown
     missing = set(rec.no_gradient)
     stats = rec.parameter_stats
-    out = []
-    for i, name in enumerate(rec.parameters):
-        seen = stats.count[i]
-        if name not in missing and seen and float(stats.max[i]) == 0.0:
-            out.append(finding(
-                "GS202", name,
-                f"the gradient of {name} was exactly zero at all {seen} observed steps: it is "
-                "connected to the loss but nothing flows through it, so it never changes."))
-    return out
+    zero = [(name, int(stats.count[i])) for i, name in enumerate(rec.parameters)
+            if name not in missing and stats.count[i] and float(stats.max[i]) == 0.0]
+    if len(zero) > MAX_PLACES:
+        names = [name for name, _ in zero]
+        return [finding(
+            "GS202", root,
+            f"the gradients of {len(zero)} parameters ({_listed(names)}) were exactly zero at every "
+            "observed step: they are connected to the loss but nothing flows through them, so they "
+            "never change.")]
+    return [finding(
+        "GS202", name,
+        f"the gradient of {name} was exactly zero at all {seen} observed steps: it is "
+        "connected to the loss but nothing flows through it, so it never changes.") for name, seen in zero]
 
 
 def layer_means(rec: GradNormRecord) -> list[tuple[int, float]]:
@@ -63,9 +79,11 @@ def layer_means(rec: GradNormRecord) -> list[tuple[int, float]]:
     index = {n: i for i, n in enumerate(rec.parameters)}
     params = [index[n] for n in rec.backward_order if n in index] or list(range(len(rec.parameters) - 1, -1, -1))
     order: list[int] = []
+    seen: set[int] = set()
     for p in params:
         layer = rec.parameter_layer[p]
-        if layer not in order:
+        if layer not in seen:
+            seen.add(layer)
             order.append(layer)
     stats = rec.layer_stats
     return [(layer, float(stats.mean[layer])) for layer in order if stats.count[layer]]

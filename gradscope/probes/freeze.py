@@ -107,14 +107,25 @@ def freeze(model: nn.Module, train: str | Iterable[str] = ()) -> list[nn.Paramet
 
 
 def frozen_subtrees(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The largest submodules whose parameters are all frozen (the root is never one)."""
+    """The largest submodules whose parameters are all frozen (the root is never one). One pass
+    over the tree (a module's verdict from its own parameters and its children's), so a deep or
+    wide model costs what its size does."""
+    frozen: dict[int, bool | None] = {}   # id -> all frozen (None: no parameters at all)
+
+    def judge(module: nn.Module) -> bool | None:
+        verdicts = [judge(child) for child in module.children()]
+        verdicts += [not p.requires_grad for p in module._parameters.values() if p is not None]
+        known = [v for v in verdicts if v is not None]
+        frozen[id(module)] = all(known) if known else None
+        return frozen[id(module)]
+
+    judge(model)
     out: list[tuple[str, nn.Module]] = []
 
     def visit(prefix: str, module: nn.Module) -> None:
         for name, child in module.named_children():
             path = f"{prefix}.{name}" if prefix else name
-            params = list(child.parameters())
-            if params and not any(p.requires_grad for p in params):
+            if frozen.get(id(child)):
                 out.append((path, child))
             else:
                 visit(path, child)

@@ -19,7 +19,7 @@ import torch
 
 from gradscope.distributed import WHOLE, Reduction, all_reduce_sum, is_dtensor, local, reduce_rows_max
 from gradscope.judges.grad_norm import judge_grad_norm
-from gradscope.norms import combine_norms, foreach_norms, group_by_device_dtype, membership_matrix, total_norm
+from gradscope.norms import Groups, combine_norms, foreach_norms, group_by_device_dtype, total_norm
 from gradscope.probes.base import Probe
 from gradscope.records.grad_norm import GradNormRecord
 from gradscope.reports.sections.grad_norm import section_grad_norm
@@ -97,7 +97,7 @@ class GradNormProbe(Probe):
         self.layer_stats = RunningStats(len(run.layer_names))
         self.param_series = DecimatedSeries(n, run.max_kept_steps)
         self.total_series = DecimatedSeries(1, run.max_kept_steps)
-        self._membership = membership_matrix(run.param_layer, len(run.layer_names))
+        self._membership = Groups(run.param_layer, len(run.layer_names))
         self._build_groups()
 
     def _build_groups(self) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from torch import nn
+
 from gradscope.distributed import clean_name
 from gradscope.judges.hooks import judge_hooks
 from gradscope.probes.base import Probe
@@ -69,7 +71,7 @@ class HookProbe(Probe):
 
     def attach(self, run: Any) -> None:
         super().attach(run)
-        self._wrap_new()
+        self._wrap_new(list(run.model.named_modules()), list(run.model.named_parameters()))
 
     def detach(self) -> None:
         super().detach()
@@ -93,40 +95,44 @@ class HookProbe(Probe):
             hooks[key] = observed
             self.wrapped.append((hooks, key, observed))
 
-    def _wrap_new(self) -> None:
+    def _wrap_new(self, modules: list[tuple[str, nn.Module]], params: list[tuple[str, nn.Parameter]]) -> None:
         run = self._state()
-        for name, module in run.model.named_modules():
-            where = clean_name(name) or run.root_name
-            self._wrap(module._backward_hooks, where, "module full backward hook")
-            self._wrap(module._backward_pre_hooks, where, "module backward pre-hook")
-        for name, p in run.model.named_parameters():
-            self._wrap(p._backward_hooks, clean_name(name), "tensor")
+        for name, module in modules:
+            if module._backward_hooks or module._backward_pre_hooks:
+                where = clean_name(name) or run.root_name
+                self._wrap(module._backward_hooks, where, "module full backward hook")
+                self._wrap(module._backward_pre_hooks, where, "module backward pre-hook")
+        for name, p in params:
+            if p._backward_hooks:
+                self._wrap(p._backward_hooks, clean_name(name), "tensor")
 
     # ---- GS601 ---------------------------------------------------------------------------------
-    def _count(self) -> dict[str, int]:
+    def _count(self, modules: list[tuple[str, nn.Module]], params: list[tuple[str, nn.Parameter]]) -> dict[str, int]:
         run = self._state()
         own = run.own_hook_ids
+
+        def number(obj: Any, names: tuple[str, ...]) -> int:
+            return sum(sum(1 for k in (getattr(obj, d, None) or {}) if k not in own) for d in names)
+
         counts: dict[str, int] = {}
-
-        def add(where: str, obj: Any, names: tuple[str, ...]) -> None:
-            n = sum(sum(1 for k in (getattr(obj, d, None) or {}) if k not in own) for d in names)
-            if n:
-                counts[where] = n
-
-        for name, module in run.model.named_modules():
-            add(f"module {clean_name(name) or run.root_name}", module, _MODULE_DICTS)
-        for name, p in run.model.named_parameters():
-            add(f"parameter {clean_name(name)}", p, _PARAM_DICTS)
+        for name, module in modules:
+            if n := number(module, _MODULE_DICTS):
+                counts[f"module {clean_name(name) or run.root_name}"] = n
+        for name, p in params:
+            if n := number(p, _PARAM_DICTS):
+                counts[f"parameter {clean_name(name)}"] = n
         for i, opt in enumerate(run.optimizers):
-            add(f"optimizer {i} ({type(opt).__name__})", opt, _OPTIMIZER_DICTS)
+            if n := number(opt, _OPTIMIZER_DICTS):
+                counts[f"optimizer {i} ({type(opt).__name__})"] = n
         return counts
 
     def _sample(self) -> None:
         run = self._state()
-        self.samples.append((run.step, self._count()))
+        modules, params = list(run.model.named_modules()), list(run.model.named_parameters())
+        self.samples.append((run.step, self._count(modules, params)))
         if len(self.samples) > MAX_SAMPLES:  # bounded: the early ones, then the latest
             del self.samples[EARLY_SAMPLES]
-        self._wrap_new()
+        self._wrap_new(modules, params)
 
     def on_step_end(self) -> None:
         if self._state().step < EARLY_SAMPLES:

@@ -14,7 +14,7 @@ import torch
 
 from gradscope.distributed import all_reduce_sum, local
 from gradscope.judges.update_ratio import judge_update_ratio
-from gradscope.norms import combine_norms, foreach_norms, group_by_device_dtype, membership_matrix, update_ratio
+from gradscope.norms import Groups, combine_norms, foreach_norms, group_by_device_dtype, update_ratio
 from gradscope.probes.base import Probe, WatchOptions
 from gradscope.records.update_ratio import UpdateRatioRecord
 from gradscope.reports.sections.update_ratio import section_update_ratio
@@ -117,7 +117,7 @@ class UpdateRatioProbe(Probe):
         run = self._state()
         if not self.steps or self.series is None:
             return torch.zeros(0, len(run.layer_names), dtype=torch.float64)
-        m = membership_matrix(run.param_layer, len(run.layer_names))
+        m = Groups(run.param_layer, len(run.layer_names))
         stacked = self.series.values().reshape(-1, 2, len(run.params))  # samples x 2 x params
         d = combine_norms(stacked[:, 0], m)
         w = combine_norms(stacked[:, 1], m)

@@ -157,6 +157,22 @@ def test_gs202_is_quiet_for_a_parameter_with_no_finite_observation() -> None:
     assert codes(found, "GS202") == [] and codes(found, "GS205")
 
 
+def test_gs202_for_many_parameters_is_one_finding_at_the_root() -> None:
+    """A dead sub-network of 12 layers is one finding naming the first few, not 24."""
+    dead = {f"block{i}.{kind}": steady(0.0) for i in range(12) for kind in ("weight", "bias")}
+    (f,) = [f for f in judge(grad_record({**HEALTHY, **dead})) if f.code == "GS202"]
+    assert f.where == ROOT
+    assert "the gradients of 24 parameters (block0.weight, block0.bias, block1.weight, block1.bias, " \
+           "block2.weight and 19 more) were exactly zero" in f.message
+
+
+def test_gs201_for_many_layers_is_one_finding_at_the_root() -> None:
+    unused = [f"block{i}.weight" for i in range(11)]
+    norms = {**HEALTHY, **{name: steady(0.0) for name in unused}}
+    (f,) = [f for f in judge(grad_record(norms, no_gradient=unused)) if f.code == "GS201"]
+    assert f.where == ROOT and "11 trainable parameters in 11 layers (block0, block1" in f.message
+
+
 # ---- GS203 ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("input_side", "expected"), [
     pytest.param(0.99e-4, True, id="a fall by just over 1e4 is vanishing"),
