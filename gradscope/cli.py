@@ -298,7 +298,10 @@ def _command_line(ctx: click.Context, file: Path | None, script_args: tuple[str,
             continue
         value = ctx.params[param.name]
         flag = max(param.opts, key=len)
-        parts += [flag] if param.is_flag else [flag, str(value)]
+        if param.multiple:  # --reference a.json --reference b.json
+            parts += [item for v in value for item in (flag, str(v))]
+        else:
+            parts += [flag] if param.is_flag else [flag, str(value)]
     if script_args:
         parts += ["--", *script_args]
     return " ".join(shlex.quote(p) for p in parts)
@@ -351,6 +354,10 @@ def _codes(value: str | None) -> list[str] | None:
 @click.option("--per-rank", is_flag=True,
               help="In a distributed script (torchrun), every rank writes its own record and report "
                    "(run.rank1.json, ...); by default rank 0 writes one for the whole run.")
+@click.option("--reference", "references", multiple=True, metavar="RECORD",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A known-good run's JSON record (repeat for several): the record and report then "
+                   "say where this run left their envelope and what else changed (GS8xx).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and only the summary's last lines.")
 @click.pass_context
 def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], script: bool,
@@ -358,7 +365,7 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
         seed: int, data: str, train_size: int | None, test_size: int | None, clip_norm: float | None,
         clip_value: float | None, out: Path,
         json_path: Path | None, html_path: Path | None, save: bool, fail_on: str, per_rank: bool,
-        quiet: bool) -> None:
+        references: tuple[Path, ...], quiet: bool) -> None:
     """Train and diagnose a model, then write a JSON record and an HTML report.
 
     With no FILE, trains the notes' CNN (Adam 1e-3, CrossEntropyLoss) on the embedded glyph
@@ -378,29 +385,34 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
     Under torchrun (`torchrun --nproc_per_node 2 -m gradscope run train.py -- ARGS`) every rank
     runs the script; rank 0 writes one record and report for the run (see --per-rank).
     """
-    from gradscope.runner import RunOptions, run_script_file, summary_lines
+    from gradscope.runner import RunOptions, load_references, run_script_file, summary_lines
     from gradscope.runner import run as run_model
     from gradscope.script import looks_like_script
 
     width = terminal_width(ctx.terminal_width)
     as_script = file is not None and (script or bool(script_args) or looks_like_script(file))
-    _check_run_outputs(file, as_script, data, out, json_path, html_path, save, width)
+    _check_run_outputs(file, as_script, data, out, json_path, html_path, save, width, references)
     _check_device(device, width)
+    try:
+        refs = load_references(references)
+    except GradscopeError as err:
+        raise BadInput(str(err), width) from None
     command = _command_line(ctx, file, script_args)
     options = RunOptions(file=file, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          device=device, seed=seed, data=data, train_size=train_size, test_size=test_size,
                          clip_norm=clip_norm, clip_value=clip_value,
                          out=out, json_path=json_path, html_path=html_path, save=save, fail_on=fail_on,
-                         progress=not quiet and sys.stderr.isatty(), command=command, per_rank=per_rank)
+                         progress=not quiet and sys.stderr.isatty(), command=command, per_rank=per_rank,
+                         reference=references)
     say = (lambda m: click.echo(wrap_message(m, width), err=True)) if not quiet else (lambda _m: None)
     try:
         if as_script:
             assert file is not None
             explicit = ctx.get_parameter_source("fail_on") is not click.core.ParameterSource.DEFAULT
             outcome = run_script_file(file, list(script_args), options, fail_on_explicit=explicit,
-                                      say=say)
+                                      say=say, references=refs)
         else:
-            outcome = run_model(options, say=say)
+            outcome = run_model(options, say=say, references=refs)
     except GradscopeError as err:
         raise BadInput(str(err), width) from None
     lines = summary_lines(outcome)
@@ -413,7 +425,7 @@ def run(ctx: click.Context, file: Path | None, script_args: tuple[str, ...], scr
 
 
 def _check_run_outputs(file: Path | None, as_script: bool, data: str, out: Path, json_path: Path | None,
-                       html_path: Path | None, save: bool, width: int) -> None:
+                       html_path: Path | None, save: bool, width: int, references: Sequence[Path] = ()) -> None:
     """Every path ``gradscope run`` will write, checked before anything is imported or trained."""
     from gradscope.records.io import unwritable_reason
 
@@ -428,9 +440,17 @@ def _check_run_outputs(file: Path | None, as_script: bool, data: str, out: Path,
     if save:
         outputs += [("--save", out / "model.pth"), ("--save", out / "optimizer.pth")]
     inputs = [("the training script" if as_script else "the model file", file)] if file is not None else []
+    inputs += [("the reference record (copy it elsewhere first, for example to good.json)", r) for r in references]
     _kind, colon, root = data.partition(":")
     folders = [(f"a file of the --data folder {root}", Path(root), lambda _p: True)] if colon and root else []
     _check_outputs(outputs, width, inputs=inputs, input_folders=folders)
+    from gradscope.records.io import previous_path, same_file
+
+    kept = previous_path(outputs[0][1] or out / "run.json")
+    for r in references:
+        if same_file(r, kept):  # the record now at the JSON path is moved there before the new one is written
+            raise BadInput(f"--reference {r} is where this run keeps the previous record ({kept.name}), so it "
+                           "would be replaced; copy the reference elsewhere first, for example to good.json", width)
 
 
 @main.command()
@@ -567,23 +587,98 @@ def report(ctx: click.Context, record: Path, output: Path | None, thresholds: st
 
 @main.command()
 @click.argument("a", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("b", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("b", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("compare.html"), show_default=True, help="Where to write the page.")
+@click.option("--reference", "references", multiple=True, metavar="RECORD",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A known-good run's JSON record (repeat for several): judge the one record given "
+                   "against their envelope and say where it left it and what else changed (GS8xx).")
+@click.option("--thresholds", default=None, metavar="KEY=VALUE,...",
+              help="With --reference: other band widths, for example reference_tolerance=8 "
+                   "(default: those the record was judged with).")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]), default="never",
+              show_default=True, help="With --reference: exit with status 1 when a departure at or above "
+                                      "this severity is found.")
 @click.pass_context
-def compare(ctx: click.Context, a: Path, b: Path, output: Path) -> None:
-    """Put two runs side by side (findings, norms, curves): did the fix help?"""
+def compare(ctx: click.Context, a: Path, b: Path | None, output: Path, references: tuple[Path, ...],
+            thresholds: str | None, fail_on: str) -> None:
+    """Put two runs side by side (findings, norms, curves): did the fix help?
+
+    With --reference good.json, give one record: it is judged against the envelope of the
+    reference runs (per layer and step: gradient norms, update ratios, learning rates, clip rate,
+    loss, step times), and the first step and layer where it leaves it by more than the
+    references differ among themselves is reported with what else changed (optimizer settings,
+    parameters, frozen layers, new findings). The departures are printed and the page shows
+    them next to the first reference.
+    """
     from gradscope.records import load_record
     from gradscope.reports.compare import render_compare
 
     width = terminal_width(ctx.terminal_width)
-    _check_outputs([("-o", output)], width, inputs=[("the first record", a), ("the second record", b)])
+    if references and b is not None:
+        raise BadInput(f"with --reference, give the one record to judge, got two ({a} and {b}); drop one, or "
+                       "drop --reference to put two runs side by side", width)
+    if not references and b is None:
+        raise BadInput(f"compare needs two records ({a} and the run after it), or one record and "
+                       "--reference good.json to judge it against a known-good run", width)
+    for option in ("thresholds", "fail_on"):
+        if not references and ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT:
+            raise BadInput(f"--{option.replace('_', '-')} judges departures from reference runs: add "
+                           "--reference good.json, or drop it to put two runs side by side", width)
+    inputs = [("the first record", a)] + ([("the second record", b)] if b is not None else [])
+    inputs += [("a reference record", r) for r in references]
+    _check_outputs([("-o", output)], width, inputs=inputs)
+    if b is not None:
+        try:
+            html = render_compare(load_record(a), load_record(b), names=(a.stem, b.stem))
+        except GradscopeError as err:
+            raise BadInput(str(err), width) from None
+        _write_text(html, output, "-o", width)
+        click.echo(f"wrote {output}")
+        return
+    limits = _thresholds(thresholds, width)
+    refs = []
+    for path in references:
+        try:
+            refs.append(load_record(path))
+        except GradscopeError as err:
+            raise BadInput(f"--reference {err}", width) from None
     try:
-        html = render_compare(load_record(a), load_record(b), names=(a.stem, b.stem))
+        html, departures = _against_references(load_record(a), a, refs, references, limits)
     except GradscopeError as err:
         raise BadInput(str(err), width) from None
+    from gradscope.reference import file_labels
+
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    names = ", ".join(file_labels(references))
+    if departures:
+        click.echo(wrap_message(f"{a} against {names}: {len(departures)} departure(s)", width))
+        click.echo()
+        click.echo(render_findings(departures, width=width, color=color), color=color)
+        click.echo()
+        click.echo(summary_line(departures))
+    else:
+        click.echo(wrap_message(f"{a} against {names}: no departure; it stays inside the reference "
+                                "envelope and its settings match", width))
     _write_text(html, output, "-o", width)
     click.echo(f"wrote {output}")
+    ctx.exit(1 if fails(departures, fail_on) else 0)
+
+
+def _against_references(record: Any, path: Path, refs: list[Any], paths: Sequence[Path],
+                        limits: Any) -> tuple[str, list[Finding]]:
+    """The compare page of ``record`` against its references, and its departures as findings."""
+    from gradscope.reference import build_envelope, departure_findings, file_labels, judge_against
+    from gradscope.reports.compare import render_compare
+
+    envelope = build_envelope(refs, file_labels(paths))
+    judged_with = limits if limits is not None else record.judged_with()
+    judged = judge_against(record, envelope, judged_with)
+    first, mine = paths[0].with_suffix(""), path.with_suffix("")
+    shown = (first.name, mine.name) if first.name != mine.name else (str(first), str(mine))
+    html = render_compare(refs[0], record, names=shown, reference=judged, envelope=envelope, thresholds=judged_with)
+    return html, sort_findings(departure_findings(judged))
 
 
 @main.command()

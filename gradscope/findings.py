@@ -223,6 +223,36 @@ CATALOG: dict[str, CatalogEntry] = {
         _entry("GS702", "error", "replicas drifted apart",
                "Make every rank apply the same update: wrap with DDP and call its forward, broadcast the initial "
                "weights, and keep rank-dependent code out of the update."),
+        # GS8xx: departures from a reference run (gradscope compare --reference, run --reference)
+        _entry("GS801", "warning", "gradient norms left the reference envelope",
+               "Look at what changed at the step named (the other GS8xx findings say what differs): learning "
+               "rate, frozen layers, clipping, data or a NaN source."),
+        _entry("GS802", "warning", "loss left the reference envelope",
+               "Look at what changed at that step: the learning rate, the data (source, labels, shuffling), a "
+               "resumed checkpoint."),
+        _entry("GS803", "warning", "update sizes left the reference envelope",
+               "Compare this layer's learning rate, optimizer and weight decay with the reference run's: update "
+               "sizes follow them."),
+        _entry("GS804", "warning", "clipping differs from the reference",
+               "Use the reference run's clip threshold and clip at the same point of the step, or keep this run "
+               "as the new reference if the change is intended."),
+        _entry("GS805", "warning", "optimizer settings differ from the reference",
+               "Restore the reference run's optimizer, learning rate and weight decay, or keep this run as the "
+               "new reference if the change is intended."),
+        _entry("GS806", "warning", "learning-rate schedule differs from the reference",
+               "Check the scheduler (type, step size, warm-up, stepped per step or per epoch) and any code that "
+               "writes param_group['lr'] during training."),
+        _entry("GS807", "warning", "parameters differ from the reference",
+               "The model is not the one the reference trained: check the architecture and its configuration "
+               "(widths, layers, heads) or the checkpoint loaded."),
+        _entry("GS808", "warning", "frozen layers differ from the reference",
+               "Freeze and unfreeze the same layers as the reference run (gradscope.freeze(model, train=[...]) "
+               "makes it explicit), and check code that sets requires_grad during training."),
+        _entry("GS809", "info", "finding absent from every reference run",
+               "Read the new finding first: it is what this run does that the good runs did not."),
+        _entry("GS810", "info", "step time differs from the reference",
+               "Compare the phase named: data loading (workers, pinned memory), the device, the batch size, or "
+               "extra work in the step."),
     ]
 }
 
@@ -251,7 +281,7 @@ def finding(code: str, where: str, message: str, hint: str | None = None,
         entry = CATALOG[code]
     except KeyError:
         raise ValueError(f"unknown finding code {code!r}: expected one of the catalog's codes "
-                         f"(GS101 ... GS702); add new codes to gradscope.findings.CATALOG") from None
+                         f"(GS101 ... GS810); add new codes to gradscope.findings.CATALOG") from None
     return Finding(code=code, severity=severity or entry.severity, where=where,
                    message=message, hint=hint or entry.hint)
 

@@ -86,6 +86,7 @@ class RunOptions:
     fail_on: str = "error"
     progress: bool = False
     per_rank: bool = False              # distributed scripts: every rank writes its own files
+    reference: tuple[Path, ...] = ()    # known-good runs' records: the run is judged against them (GS8xx)
     command: str = "gradscope run"
 
     def paths(self) -> tuple[Path, Path]:
@@ -303,14 +304,48 @@ class _Progress:
     doing: str = "before training"      # where a stop before the training loop happened
 
 
-def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) -> RunOutcome:
+def load_references(paths: Iterable[Path]) -> list[RunRecord]:
+    """The records of ``--reference``; a missing or broken one raises ``GradscopeError`` naming it."""
+    from gradscope.records import load_record
+
+    out = []
+    for path in paths:
+        try:
+            out.append(load_record(path))
+        except GradscopeError as err:
+            raise GradscopeError(f"--reference {err}") from None
+    return out
+
+
+def _judge_references(record: RunRecord, findings: list[Finding], references: list[RunRecord],
+                      options: RunOptions) -> tuple[RunRecord, list[Finding]]:
+    """The run's departures from its ``--reference`` runs: a ``reference`` probe record and findings."""
+    if not references:
+        return record, findings
+    # the probe declares the record's report section (and its judge, for gradscope report --thresholds)
+    from gradscope.probes.reference import ReferenceProbe  # noqa: F401
+    from gradscope.reference import compare_to_references, departure_findings, file_labels
+
+    judged = compare_to_references(record, references, file_labels(options.reference),
+                                   record.judged_with(), findings)
+    return (dataclasses.replace(record, probes={**record.probes, judged.probe: judged}),
+            findings + departure_findings(judged))
+
+
+def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None,
+        references: list[RunRecord] | None = None) -> RunOutcome:
     """Run a model file (or the notes' CNN) end to end and write its record and report.
+
+    ``references``: the records of ``options.reference`` when already read (the CLI reads them
+    before anything else, to refuse a broken one at once).
 
     Raises:
         ModelFileError: the file cannot be loaded (the CLI turns this into exit code 2).
-        GradscopeError: an option is unusable (a device that does not exist, bad data spec).
+        GradscopeError: an option is unusable (a device that does not exist, bad data spec, a
+            reference record that cannot be read).
     """
     given = options
+    refs = references if references is not None else load_references(options.reference)
     options, base = _anchored(options)
     json_path, html_path = options.paths()
     with StopSignals() as signals:
@@ -326,6 +361,7 @@ def run(options: RunOptions, *, say: Callable[[str], None] = lambda _m: None) ->
             progress.record = dataclasses.replace(progress.record, run=dataclasses.replace(
                 run_info, status="interrupted", error=signals.stopped(progress.doing)))
         signals.defer()
+        progress.record, progress.findings = _judge_references(progress.record, progress.findings, refs, given)
         outcome = _finish(progress.record, progress.findings, options, json_path, html_path, say, base)
     outcome.exit_code = _exit_code(outcome, options, signals)
     return outcome
@@ -495,6 +531,8 @@ def _jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):  # --reference paths
+        return [_jsonable(v) for v in value]
     return value
 
 
@@ -548,18 +586,20 @@ def summary_lines(outcome: RunOutcome, top: int = 5) -> list[str]:
 
 
 def run_script_file(path: Path, args: list[str], options: RunOptions, *,
-                    fail_on_explicit: bool = False, say: Callable[[str], None] = lambda _m: None
-                    ) -> RunOutcome:
+                    fail_on_explicit: bool = False, say: Callable[[str], None] = lambda _m: None,
+                    references: list[RunRecord] | None = None) -> RunOutcome:
     """Zero-code mode: run an unmodified training script under gradscope and report on it.
 
     The exit code is the script's own, except that a signal gives 128 + its number, and a record
     or report that could not be written after a successful script gives ``EXIT_NOT_WRITTEN``;
     ``options.fail_on`` applies only when ``fail_on_explicit`` (the user asked for it) and the
-    script itself succeeded.
+    script itself succeeded. ``references``: as for ``run`` (a script with several models is
+    judged on its first).
     """
     from gradscope.script import ScriptResult, ScriptWatcher, run_script
 
     given = options
+    refs = references if references is not None else load_references(options.reference)
     options, base = _anchored(options)
     json_path, html_path = options.paths()
     with StopSignals() as signals:
@@ -577,6 +617,7 @@ def run_script_file(path: Path, args: list[str], options: RunOptions, *,
                                   watched=watcher.watched)
         signals.defer()
         record, findings = _script_record(path, args, given, result, lint_findings, signals, say)
+        record, findings = _judge_references(record, findings, refs, given)
         outcome = _finish(record, findings, options, json_path, html_path, say, base)
     code = signals.exit_code(result.status == "interrupted")
     if code is None:

@@ -43,7 +43,7 @@ from gradscope.distributed import (
 )
 from gradscope.errors import GradscopeError
 from gradscope.findings import Finding, sort_findings
-from gradscope.probes import DEFAULT_PROBES, PROBE_NAMES, judge_run
+from gradscope.probes import DEFAULT_PROBES, OPTIONAL_NAMES, OPTIONAL_PROBES, PROBE_NAMES, judge_run
 from gradscope.probes.base import ActivationSpec, Probe, RunState, StepOn, WatchOptions
 from gradscope.probes.freeze import FreezeProbe
 from gradscope.probes.tensor_grad import TensorProbe
@@ -135,14 +135,14 @@ def build_probes(options: WatchOptions, has_optimizer: bool,
                                  f"`{item.__name__}()`")
         elif item == "default":
             names += [n for n in PROBE_NAMES if n not in names]
-        elif isinstance(item, str) and item in PROBE_NAMES:
+        elif isinstance(item, str) and item in (*PROBE_NAMES, *OPTIONAL_NAMES):
             names.append(item)
         else:
-            raise GradscopeError(f"probes={[item]} is not a probe: choose from {list(PROBE_NAMES)} or "
-                                 "'default', or pass a Probe instance")
+            raise GradscopeError(f"probes={[item]} is not a probe: choose from {list(PROBE_NAMES)}, the "
+                                 f"optional {list(OPTIONAL_NAMES)} or 'default', or pass a Probe instance")
     explicit = [i for i in wanted if isinstance(i, str) and i != "default"]
     out: list[Probe] = []
-    for kind in DEFAULT_PROBES:
+    for kind in (*DEFAULT_PROBES, *OPTIONAL_PROBES):
         if kind.name not in names:
             continue
         probe = kind.build(options, has_optimizer)
@@ -179,6 +179,7 @@ class Scope:
         thresholds: Thresholds | Mapping[str, Any] | None = None,
         probes: Sequence[ProbeSpec] | None = None,
         grad_norm_every: int | None = None,
+        reference: Any = None,
     ) -> None:
         self.model = _check_model(model)
         self.optimizers = _check_optimizers(optimizer)
@@ -221,6 +222,13 @@ class Scope:
                 "FSDP1 with use_orig_params=False: gradient norms are per FSDP unit (its flat parameter), "
                 "named by the unit's module; wrap with use_orig_params=True for per-parameter norms.")
         self.probes: list[Probe] = build_probes(self.options, bool(self.optimizers), probes)
+        if reference is not None:
+            from gradscope.probes.reference import ReferenceProbe
+
+            if any(isinstance(p, ReferenceProbe) for p in self.probes):
+                raise GradscopeError("watch() got reference= and a ReferenceProbe in probes=; give the "
+                                     "reference runs once")
+            self.probes.append(ReferenceProbe(reference))   # last: its flush reads what the others flushed
         self.run.probes = {p.name: p for p in self.probes}
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}  # parameter index -> its post-accumulate hook
@@ -629,6 +637,7 @@ def watch(
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     probes: Sequence[ProbeSpec] | None = None,
     grad_norm_every: int | None = None,
+    reference: Any = None,
 ) -> Scope:
     """Watch a training run: ``with gradscope.watch(model, optimizer) as scope: ...``.
 
@@ -650,6 +659,9 @@ def watch(
             parameter tensors; beyond, often enough that the reads cost about as much as for
             2,000 (each tensor's norm is one kernel on the CPU). ``strict=True`` reads every step.
         thresholds: overrides of ``gradscope.Thresholds`` as a dict.
+        reference: known-good runs' records (a path, a RunRecord, or a list of them): the run is
+            judged against their envelope at flushes and when the scope closes (GS801-GS810, see
+            docs/reference.md). A missing or broken file fails here, before training.
         probes: which probes to attach: built-in names (``gradscope.probes.PROBE_NAMES``),
             ``"default"`` for all of them, and your own ``Probe`` instances (see docs/probes.md).
             All built-in probes by default.
@@ -657,4 +669,4 @@ def watch(
     return Scope(model, optimizer, activations=activations, step_on=step_on, flush_every=flush_every,
                  max_kept_steps=max_kept_steps, strict=strict, dead_units_every=dead_units_every,
                  update_ratio_every=update_ratio_every, thresholds=thresholds, probes=probes,
-                 grad_norm_every=grad_norm_every)
+                 grad_norm_every=grad_norm_every, reference=reference)

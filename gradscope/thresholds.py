@@ -29,6 +29,17 @@ class Thresholds:
     lr_collapse: float = 1e3          # GS308: a learning rate below its peak divided by this...
     lr_collapse_share: float = 0.1    # GS308: ...for more than this share of the recorded steps
 
+    # Reference runs (gradscope.reference). Bands are in log10 for norms, ratios and times.
+    reference_tolerance: float = 4.0     # GS801, GS803: one reference: a band from its value / 4 to x 4 (two
+                                         # seeds of a healthy run differ by up to about 2x at a step)
+    reference_margin: float = 2.0        # GS801, GS803, GS810: two or more: their spread, widened on each side
+                                         # by that spread again, and by at least this factor
+    reference_time_factor: float = 2.0   # GS810: one reference: a phase's step time from its time / 2 to x 2
+    reference_loss_share: float = 0.5    # GS802: the loss band: the references' range, widened by this share of
+                                         # their starting loss
+    reference_lr_factor: float = 1.05    # GS805, GS806: a learning rate more than 5% off every reference's
+    reference_clip_rate: float = 0.3     # GS804: a clip rate (last 50 calls) 30 points outside the references'
+
     def __post_init__(self) -> None:
         # NaN compares false with everything, so a NaN threshold would turn its check off without
         # a word. Infinity stays allowed: it is how a caller asks for no limit, on purpose.

@@ -13,12 +13,14 @@ from gradscope.probes.clipping import ClipProbe
 from gradscope.probes.dead_units import DeadUnitProbe
 from gradscope.probes.freeze import FreezeProbe
 from gradscope.probes.grad_norm import GradNormProbe
+from gradscope.probes.histogram import HistogramProbe
 from gradscope.probes.hooks import HookProbe
 from gradscope.probes.loss import LossProbe
 from gradscope.probes.loss_inputs import LossInputProbe
 from gradscope.probes.lr import LrProbe
 from gradscope.probes.mode import ModeProbe
 from gradscope.probes.nonfinite import NonFiniteProbe
+from gradscope.probes.reference import ReferenceProbe  # noqa: F401  declared, not a default probe
 from gradscope.probes.replicas import ReplicasProbe
 from gradscope.probes.tensor_grad import TensorProbe
 from gradscope.probes.timing import TimingProbe
@@ -31,6 +33,10 @@ DEFAULT_PROBES: tuple[type[Probe], ...] = (
     TimingProbe, GradNormProbe, NonFiniteProbe, LossProbe, LossInputProbe, TensorProbe, HookProbe, FreezeProbe,
     ClipProbe, ModeProbe, ZeroGradProbe, ActivationProbe, DeadUnitProbe, LrProbe, UpdateRatioProbe, ReplicasProbe)
 PROBE_NAMES: tuple[str, ...] = tuple(p.name for p in DEFAULT_PROBES)
+# built in but off by default (named in probes=[...] to attach them): histograms cost more than the
+# bar for an always-on probe on a CPU
+OPTIONAL_PROBES: tuple[type[Probe], ...] = (HistogramProbe,)
+OPTIONAL_NAMES: tuple[str, ...] = tuple(p.name for p in OPTIONAL_PROBES)
 
 
 def judge_run(run: RunRecord, thresholds: Thresholds | None = None) -> list[Finding]:
@@ -89,8 +95,9 @@ def _rejudge_models(run: RunRecord, thresholds: Thresholds) -> RunRecord:
 
 
 __all__ = [
-    "DEFAULT_PROBES", "PROBE_NAMES", "ActivationProbe", "ClipProbe", "DeadUnitProbe", "FreezeProbe",
-    "GradNormProbe", "HookProbe", "LossProbe", "LrProbe", "ModeProbe", "NonFiniteProbe", "Probe",
-    "ReplicasProbe", "RunState", "TensorProbe", "TimingProbe", "UpdateRatioProbe", "WatchOptions",
-    "ZeroGradProbe", "declared_probes", "judge_run", "rejudge",
+    "DEFAULT_PROBES", "OPTIONAL_NAMES", "OPTIONAL_PROBES", "PROBE_NAMES", "ActivationProbe", "ClipProbe",
+    "DeadUnitProbe", "FreezeProbe", "GradNormProbe", "HistogramProbe", "HookProbe", "LossInputProbe",
+    "LossProbe", "LrProbe", "ModeProbe", "NonFiniteProbe", "Probe", "ReplicasProbe", "RunState", "TensorProbe",
+    "TimingProbe", "UpdateRatioProbe", "WatchOptions", "ZeroGradProbe", "declared_probes", "judge_run",
+    "rejudge",
 ]

@@ -12,6 +12,7 @@ from gradscope.records.clipping import ClipCall, ClipEvent, ClippingRecord, Clip
 from gradscope.records.dead_units import DeadUnits, DeadUnitsRecord
 from gradscope.records.freeze import FreezeRecord, FreezeRow, TensorState
 from gradscope.records.grad_norm import GradNormRecord
+from gradscope.records.histogram import HistogramRecord
 from gradscope.records.hooks import HookChange, HookSample, HooksRecord
 from gradscope.records.io import load_record, read_json, write_record, write_text_atomic
 from gradscope.records.loss import LossRecord
@@ -19,6 +20,7 @@ from gradscope.records.loss_inputs import LossInputSite, LossInputsRecord
 from gradscope.records.lr import LrRecord, SchedulerState
 from gradscope.records.mode import ModeRecord
 from gradscope.records.nonfinite import NonFiniteRecord
+from gradscope.records.reference import Departure, ReferenceRecord
 from gradscope.records.replicas import ReplicasRecord
 from gradscope.records.run import (
     SCHEMA,
@@ -42,11 +44,12 @@ from gradscope.records.zero_grad import ZeroGradRecord
 
 __all__ = [
     "SCHEMA", "VERSION", "ActivationGradRecord", "ClipCall", "ClipEvent", "ClipSummary", "ClippingRecord",
-    "Curves", "DeadUnits", "DeadUnitsRecord", "DistributedInfo", "Environment", "FreezeRecord", "FreezeRow",
-    "GradNormRecord", "HookChange", "HookSample", "HooksRecord", "LossInputSite", "LossInputsRecord",
-    "LossRecord", "LrRecord", "Matrix", "ModeRecord", "ModelInfo", "ModuleNode", "NonFiniteRecord",
-    "PhaseStats", "ProbeRecord", "Record", "Registration", "ReplicasRecord", "RunInfo", "RunRecord",
-    "RunStatus", "SchedulerState", "Stats", "StatsTable", "TensorGradRecord", "TensorSeries", "TensorState",
-    "TimingRecord", "TimingSummary", "Unregistered", "UpdateRatioRecord", "Vector", "WatchedModel",
-    "ZeroGradRecord", "load_record", "probe_record_type", "read_json", "write_record", "write_text_atomic",
+    "Curves", "DeadUnits", "DeadUnitsRecord", "Departure", "DistributedInfo", "Environment", "FreezeRecord",
+    "FreezeRow", "GradNormRecord", "HistogramRecord", "HookChange", "HookSample", "HooksRecord",
+    "LossInputSite", "LossInputsRecord", "LossRecord", "LrRecord", "Matrix", "ModeRecord", "ModelInfo",
+    "ModuleNode", "NonFiniteRecord", "PhaseStats", "ProbeRecord", "Record", "ReferenceRecord", "Registration",
+    "ReplicasRecord", "RunInfo", "RunRecord", "RunStatus", "SchedulerState", "Stats", "StatsTable",
+    "TensorGradRecord", "TensorSeries", "TensorState", "TimingRecord", "TimingSummary", "Unregistered",
+    "UpdateRatioRecord", "Vector", "WatchedModel", "ZeroGradRecord", "load_record", "probe_record_type",
+    "read_json", "write_record", "write_text_atomic",
 ]

@@ -4,6 +4,11 @@
 why), the key numbers of both runs with the change, the findings present in A only (fixed),
 in B only (new) and in both, and the total-norm and loss/accuracy curves overlaid. Findings are
 matched by ``(code, where)``: the message of a finding carries numbers that change between runs.
+
+With ``reference=`` (``gradscope compare --reference good.json new.json``) the page also has the
+section "Against the reference runs": B's departures from the envelope of the reference runs
+(GS801–GS810, see ``gradscope.reference``), what else changed, and, given the ``envelope``, the
+bands of the quantities that left it with B drawn over them.
 """
 from __future__ import annotations
 
@@ -11,17 +16,23 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
 
 from gradscope.errors import GradscopeError
-from gradscope.records import ClippingRecord, GradNormRecord, RunRecord, write_text_atomic
+from gradscope.records import ClippingRecord, GradNormRecord, LossRecord, LrRecord, RunRecord, write_text_atomic
+from gradscope.records.reference import ReferenceRecord
 from gradscope.records.run import Curves
+from gradscope.reference import SMOOTH, Band, Envelope, Quantity, band_edges, departure_findings, group_key
 from gradscope.reports.html import as_run_record, steps_per_second, trim_record
 from gradscope.reports.page import (
     Cell,
     FigureView,
     FindingView,
     Row,
+    Section,
+    SectionContext,
     Table,
     asset,
     defang,
@@ -33,6 +44,11 @@ from gradscope.reports.page import (
     severity_counts,
     visible_controls,
 )
+from gradscope.reports.sections.reference import section_reference
+from gradscope.thresholds import Thresholds
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from gradscope.reports.charts import Chart
 
 ACCURACY_POINTS = 0.5    # a change of test accuracy smaller than this (percentage points) is no change
 LOSS_RELATIVE = 0.02     # a change of loss smaller than 2% is no change
@@ -82,6 +98,7 @@ class ComparePage:
     diff: FindingsDiff
     figures: list[FigureView] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reference: Section | None = None   # B against the reference runs (compare --reference)
 
 
 def _number(value: Any) -> float | None:
@@ -232,7 +249,8 @@ def _names(names: Sequence[str]) -> tuple[str, str]:
     return a, b
 
 
-def build_compare(a: RunRecord, b: RunRecord, names: tuple[str, str]) -> ComparePage:
+def build_compare(a: RunRecord, b: RunRecord, names: tuple[str, str], reference: ReferenceRecord | None = None,
+                  envelope: Envelope | None = None, thresholds: Thresholds | None = None) -> ComparePage:
     from gradscope.reports import figures as F
 
     diff = diff_findings(a, b)
@@ -244,19 +262,124 @@ def build_compare(a: RunRecord, b: RunRecord, names: tuple[str, str]) -> Compare
     page.figures = draw([("curves overlay", functools.partial(F.compare_curves, a, b, names)),
                          ("total norm overlay", functools.partial(F.compare_total_norm, a, b, names))],
                         page.notes)
+    if reference is not None:
+        page.reference = reference_section(b, names[1], reference, envelope,
+                                           thresholds if thresholds is not None else b.judged_with())
+        if reference.departures:
+            page.reasons.append(f"{len(reference.departures)} departure(s) of {names[1]} from the reference "
+                                "runs (see Against the reference runs)")
     return page
 
 
+# ---- against the reference runs ------------------------------------------------------------------
+def reference_section(run: RunRecord, name: str, reference: ReferenceRecord, envelope: Envelope | None,
+                      thresholds: Thresholds) -> Section:
+    """The departures of ``run`` from its references, with the bands they left when ``envelope``
+    is given (the gradient norm of the first layer to leave, the loss, a learning rate)."""
+    ctx = SectionContext(run, finding_views(departure_findings(reference)))
+    section = section_reference(reference, ctx)
+    assert section is not None
+    section.notes.insert(0, f"{name} judged against the envelope of {', '.join(reference.references)}: the first "
+                            "step (and layer) where it leaves it by more than the reference runs differ among "
+                            "themselves, and what else changed.")
+    section.related_label = "Departures (hints say what to check):"
+    section.compact = False
+    section.related = ctx.findings
+    if envelope is not None:
+        builds = [(title, functools.partial(band_figure, *spec, name, thresholds))
+                  for title, spec in _bands_to_draw(run, reference, envelope)]
+        section.figures = draw(builds, section.notes)
+    return section
+
+
+def _bands_to_draw(run: RunRecord, reference: ReferenceRecord, envelope: Envelope
+                   ) -> list[tuple[str, tuple[str, str, Band, Quantity, np.ndarray, np.ndarray, int | None]]]:
+    """What to draw: (title, (key, label, band, quantity, this run's steps, values, departure step))."""
+    first = {d.code: d for d in reversed(reference.departures)}   # the first departure of each code
+    out: list[tuple[str, tuple[str, str, Band, Quantity, np.ndarray, np.ndarray, int | None]]] = []
+    grad = run.probe(GradNormRecord)
+    if grad is not None and grad.steps and envelope.grad_norm:
+        gs801 = first.get("GS801")
+        layer = gs801.where if gs801 is not None and gs801.where in grad.layers else next(
+            (x for x in grad.layers if x in envelope.grad_norm), None)
+        if layer is not None and layer in envelope.grad_norm:
+            column = grad.layer_norms[:, grad.layers.index(layer)]
+            out.append(("reference band: gradient norm", (
+                "reference-grad-norm", f"gradient norm of {layer}", envelope.grad_norm[layer], "grad_norm",
+                np.asarray(grad.steps, dtype=float), column, gs801.step if gs801 is not None else None)))
+    losses = run.probe(LossRecord)
+    if losses is not None and losses.steps and envelope.loss is not None:
+        gs802 = first.get("GS802")
+        out.append(("reference band: loss", ("reference-loss", "loss", envelope.loss, "loss",
+                                             np.asarray(losses.steps, dtype=float), losses.loss,
+                                             gs802.step if gs802 is not None else None)))
+    lrs, gs806 = run.probe(LrRecord), first.get("GS806")
+    if lrs is not None and gs806 is not None and gs806.where in lrs.groups:
+        key = group_key(gs806.where)
+        if key in envelope.lr:
+            out.append(("reference band: learning rate", (
+                "reference-lr", f"learning rate of {gs806.where}", envelope.lr[key], "lr",
+                np.asarray(lrs.steps, dtype=float), lrs.lr[:, lrs.groups.index(gs806.where)], gs806.step)))
+    return out
+
+
+def band_figure(key: str, what: str, band: Band, quantity: Quantity, steps: np.ndarray, values: np.ndarray,
+                step: int | None, name: str, thresholds: Thresholds) -> Chart | None:
+    """The references' range of one quantity (dark), the band the judge allows (light) and this
+    run over it, with a line at the step where it left."""
+    from gradscope.reports.charts import COLOURS, NONFINITE_COLOUR, Chart, label, log_scale, new_figure, positive, style
+
+    if not band.steps.size or not values.size:
+        return None
+    grid, low, high = band_edges(band, quantity, thresholds)
+    inner_low, inner_high = band.low, band.high
+    if band.log:
+        with np.errstate(over="ignore"):
+            inner_low, inner_high = 10.0 ** inner_low, 10.0 ** inner_high
+    show = positive if band.log else (lambda v: v)
+    with style():
+        fig = new_figure(10, 3.0)
+        ax = fig.add_subplot()
+        chart = Chart(key, f"Against the reference runs: {what}", fig)
+        ax.fill_between(grid, show(low), show(high), color=COLOURS[0], alpha=0.15, linewidth=0,
+                        label="allowed band")
+        ax.fill_between(grid, show(inner_low), show(inner_high), color=COLOURS[0], alpha=0.35, linewidth=0,
+                        label="reference runs")
+        (line,) = ax.plot(steps, show(values), color=COLOURS[1], linewidth=1.2, label=label(name))
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            chart.tip(line, f"{name}: min {fmt_number(float(finite.min()))}, max {fmt_number(float(finite.max()))}")
+        if step is not None:
+            mark = ax.axvline(float(step), color=NONFINITE_COLOUR, linewidth=1, linestyle="--",
+                              label=f"left at step {step}")
+            chart.tip(mark, f"{name} left the band at step {step}")
+        if band.log:
+            log_scale(ax)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label(what, 30))
+        ax.legend(loc="upper right", fontsize=8)
+    chart.caption = (f"Dark: the range of the {band.count} reference run(s) (running medians of {SMOOTH} kept steps); "
+                     "light: the band a run may stay in (the tolerance of one reference, or their spread and "
+                     "margin); zeros and non-finite values are not drawn on a log axis.")
+    return chart
+
+
 def render_compare(a: RunRecord | Mapping[str, Any], b: RunRecord | Mapping[str, Any],
-                   names: Sequence[str] = ("A", "B")) -> str:
-    """A self-contained HTML page comparing run records ``a`` and ``b`` (before and after a fix)."""
+                   names: Sequence[str] = ("A", "B"), *, reference: ReferenceRecord | None = None,
+                   envelope: Envelope | None = None, thresholds: Thresholds | None = None) -> str:
+    """A self-contained HTML page comparing run records ``a`` and ``b`` (before and after a fix).
+
+    ``reference``: B's departures from reference runs (``gradscope.reference.judge_against``), shown in
+    their own section; ``envelope`` (and the ``thresholds`` it was judged with) adds the bands."""
     from markupsafe import Markup
 
     first, second = as_run_record(a, "first record"), as_run_record(b, "second record")
     labels = _names(names)
-    page = build_compare(first, second, labels)
-    embedded = {"names": list(labels), "a": trim_record(first)[0].to_json(),
-                "b": trim_record(second)[0].to_json()}
+    page = build_compare(first, second, labels, reference, envelope, thresholds)
+    embedded: dict[str, Any] = {"names": list(labels), "a": trim_record(first)[0].to_json(),
+                                "b": trim_record(second)[0].to_json()}
+    if reference is not None:
+        embedded["reference"] = reference.to_json()
     html = jinja_environment().get_template("compare.html").render(
         page=page, css=Markup(asset("report.css")), script=Markup(asset("report.js")),
         record_json=Markup(embed_json(embedded)))
@@ -264,6 +387,8 @@ def render_compare(a: RunRecord | Mapping[str, Any], b: RunRecord | Mapping[str,
 
 
 def write_compare(a: RunRecord | Mapping[str, Any], b: RunRecord | Mapping[str, Any], path: str | Path,
-                  names: Sequence[str] = ("A", "B")) -> Path:
+                  names: Sequence[str] = ("A", "B"), *, reference: ReferenceRecord | None = None,
+                  envelope: Envelope | None = None, thresholds: Thresholds | None = None) -> Path:
     """Render the comparison and write it to ``path`` atomically; returns the path."""
-    return write_text_atomic(render_compare(a, b, names), path)
+    return write_text_atomic(render_compare(a, b, names, reference=reference, envelope=envelope,
+                                            thresholds=thresholds), path)

@@ -16,7 +16,11 @@ from gradscope.reports.charts import (
     LABEL_CHARS,
     MAX_GROUPS,
     MAX_POINT_TIPS,
+    NONFINITE_COLOUR,
+    ZERO_COLOUR,
     Chart,
+    bucket_mean,
+    bucket_starts,
     envelope,
     flow_chart,
     group_layers,
@@ -37,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
         ClippingRecord,
         Curves,
         GradNormRecord,
+        HistogramRecord,
         RunRecord,
         TensorGradRecord,
         TimingSummary,
@@ -47,6 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from gradscope.thresholds import Thresholds
 
 MAX_READ_ROWS = 4096   # per-step rows a heatmap reads (evenly spaced) before averaging into columns
+MAX_HISTOGRAM_LAYERS = 24  # layer bands in the histogram figure (the worst; the table lists them all)
+HISTOGRAM_ROWS = 8         # sampled steps per band, averaged evenly beyond it
 
 
 def sampled_rows(steps: Sequence[int], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -67,6 +74,21 @@ def grad_norm_heatmap(grad: GradNormRecord) -> Chart | None:
     steps, values, read = sampled_rows(grad.steps, grad.layer_norms)
     return heatmap("grad-heatmap", "Per-layer gradient norm over steps", grad.layers, steps, values,
                    "layer", read)
+
+
+def worst_layers_heatmap(grad: GradNormRecord, worst: Sequence[int]) -> Chart | None:
+    """Heatmap of the ``worst`` layers alone (indices, worst first, top row first), for a model
+    whose full heatmap shows groups of layers, where one bad layer among many is averaged away."""
+    if grad.layer_norms.size == 0 or not worst:
+        return None
+    rows = [i for i in worst if 0 <= i < grad.layer_norms.shape[1]][:MAX_GROUPS]
+    steps, values, read = sampled_rows(grad.steps, grad.layer_norms[:, rows])
+    chart = heatmap("grad-worst-heatmap", f"The {len(rows)} worst layers: gradient norm over steps",
+                    [grad.layers[i] for i in rows], steps, values, "layer", read)
+    if chart is not None:
+        chart.caption = (f"The {len(rows)} worst of {len(grad.layers):,} layers, worst at the top, in the order "
+                         "of the per-layer table below. " + chart.caption)
+    return chart
 
 
 def clip_thresholds(clip: ClippingRecord | None) -> list[float]:
@@ -361,6 +383,92 @@ def update_ratio_figure(rec: UpdateRatioRecord, thresholds: Thresholds) -> Chart
                      + (f"; {len(rec.layers)} layers in {len(groups.labels)} groups (median over members)"
                         if groups.grouped else "") + ".")
     return chart
+
+
+def histogram_figure(rec: HistogramRecord) -> Chart | None:
+    """Per-layer gradient histograms over the sampled steps, worst layers first.
+
+    One band per layer; in a band, one row per sampled step (first at the top), one column per
+    bin of |g|; the colour is log10 of the share of the layer's elements in the bin."""
+    from gradscope.records.histogram import ABOVE, BELOW, FIRST_OCTAVE, LOW, NONFINITE, finite_medians
+
+    if not rec.steps or not rec.layers:
+        return None
+    import seaborn as sns
+    from matplotlib.colors import ListedColormap
+
+    counts = rec.layer_counts()                                   # samples x layers x bins
+    total = counts.sum(axis=2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(total > 0, counts / np.maximum(total, 1), np.nan)
+    shown = rec.worst_first()[:MAX_HISTOGRAM_LAYERS]
+    starts = bucket_starts(len(rec.steps), HISTOGRAM_ROWS)
+    height = len(starts)
+    bins = counts.shape[2]
+    cells = np.full(((height + 1) * len(shown), bins), np.nan)   # a blank row under each band
+    for band, j in enumerate(shown):
+        cells[band * (height + 1):band * (height + 1) + height] = bucket_mean(shares[:, j, :], starts)
+    missing = np.isnan(cells)
+    empty = ~missing & (cells == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(np.where(missing | empty, 1.0, cells))
+    gaps = np.zeros_like(missing)
+    gaps[height::height + 1] = True
+    zeros, samples = finite_medians(rec.zero_fraction)
+    below, _ = finite_medians(rec.below_normal)
+    with style(ggplot=False):
+        fig = new_figure(10, 1.4 + 0.42 * len(shown))
+        ax = fig.add_subplot()
+        sns.heatmap(logs, mask=missing | empty, ax=ax, cmap="viridis", vmin=-6.0, vmax=0.0,
+                    cbar_kws={"label": "log10 share of the layer's elements", "pad": 0.01},
+                    xticklabels=False, yticklabels=False, rasterized=True)
+        no_grad = missing & ~gaps
+        if no_grad.any():
+            ax.pcolormesh(np.arange(bins + 1), np.arange(cells.shape[0] + 1),
+                          np.ma.masked_where(~no_grad, np.ones_like(cells)),
+                          cmap=ListedColormap([ZERO_COLOUR]), rasterized=True)
+        bad = np.zeros_like(missing)
+        bad[:, NONFINITE] = ~missing[:, NONFINITE] & (np.nan_to_num(cells[:, NONFINITE]) > 0)
+        if bad.any():
+            ax.pcolormesh(np.arange(bins + 1), np.arange(cells.shape[0] + 1),
+                          np.ma.masked_where(~bad, np.ones_like(cells)),
+                          cmap=ListedColormap([NONFINITE_COLOUR]), rasterized=True)
+        for x in (BELOW, FIRST_OCTAVE, ABOVE, NONFINITE):          # special columns stand apart
+            ax.axvline(x, color="white", linewidth=1.5)
+        edge = FIRST_OCTAVE + (-14 - LOW)                           # float16's smallest normal, 2**-14
+        ax.axvline(edge, color=NONFINITE_COLOUR, linestyle="--", linewidth=1)
+        ax.text(edge, -0.3, "float16 normal", color=NONFINITE_COLOUR, fontsize=7, ha="center", va="bottom")
+        decades = [(-9, "1e-9"), (-6, "1e-6"), (-3, "0.001"), (0, "1"), (3, "1000")]
+        ticks = [0.5] + [FIRST_OCTAVE + d * math.log2(10) - LOW for d, _ in decades] + [NONFINITE + 0.5]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["0"] + [t for _, t in decades] + ["Inf/NaN"], rotation=0)
+        ax.set_yticks([band * (height + 1) + height / 2 for band in range(len(shown))])
+        ax.set_yticklabels([label(rec.layers[j]) for j in shown])
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel("|g| (octave bins; exact zeros left, NaN/Inf right)")
+        chart = Chart("grad-histogram", "Gradient histograms per layer, worst first", fig, raster=True)
+        for tick, j in zip(ax.get_yticklabels(), shown):
+            kind = f" ({rec.modules[j]})" if j < len(rec.modules) and rec.modules[j] else ""
+            chart.tip(tick, f"{rec.layers[j]}{kind}: median {fmt_number(_percent(zeros[j]))}% exact zeros, "
+                            f"{fmt_number(_percent(below[j]))}% of the nonzero below {rec.dtype}'s smallest "
+                            f"normal, over {int(samples[j])} sampled steps")
+    notes = [f"{len(shown)} of {len(rec.layers)} layers, worst first (NaN/Inf, then the most exact zeros or "
+             "values below the smallest normal)" if len(shown) < len(rec.layers) else
+             f"{len(rec.layers)} layers, worst first"]
+    notes.append(f"in each band the sampled steps run downward from step {rec.steps[0]} to {rec.steps[-1]}"
+                 + (f", averaged into {height} rows" if height < len(rec.steps) else ""))
+    notes.append("columns: exact zeros, below 9.1e-13, one per octave up to 16384, above, NaN/Inf; dashed "
+                 "line: float16's smallest normal (6.1e-05; bfloat16's, 1.2e-38, is in the column below 9.1e-13)")
+    if no_grad.any():
+        notes.append("grey rows: no gradient at those steps")
+    if bad.any():
+        notes.append("red: NaN/Inf present")
+    chart.caption = "; ".join(notes) + "."
+    return chart
+
+
+def _percent(share: float) -> float:
+    return float(share) * 100 if math.isfinite(share) else math.nan
 
 
 # ---- comparing two runs --------------------------------------------------------------------------
