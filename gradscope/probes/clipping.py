@@ -232,7 +232,8 @@ class ClipProbe(Probe):
         self.misplaced: list[ClipEvent] = []         # GS403
         self.scaled: list[ClipEvent] = []            # GS406
         self.accumulation_steps: list[ClipEvent] = []  # GS407
-        self.clip_steps: set[int] = set()                  # steps with at least one observed clip
+        self.clip_steps = 0                                # steps with at least one observed clip
+        self._last_clip_step: int | None = None
         self._fresh: dict[int, bool] = {}  # optimizer id -> a backward ended since its last step
         self._fresh_any = False            # the same without an optimizer
         self._clipped_at: dict[int | None, int] = {}  # optimizer id -> backwards at its last clip
@@ -300,7 +301,9 @@ class ClipProbe(Probe):
             return False  # another model's clip call (a GAN's other half): not this scope's
         holders = self._holders(list(params))
         fresh = any(self._fresh.get(id(o), False) for o in holders) if holders else self._fresh_any
-        self.clip_steps.add(run.step)
+        if run.step != self._last_clip_step:   # a count, not a set: long runs stay flat
+            self._last_clip_step = run.step
+            self.clip_steps += 1
         grads = [local(p.grad) for p in (params or []) if p.grad is not None]
         if not fresh:
             when = ("before this step's backward() (the gradients were just zeroed)"
@@ -397,4 +400,4 @@ class ClipProbe(Probe):
             return None
         return ClippingRecord(calls=list(self.done), summary=self.summary(), misplaced=list(self.misplaced),
                               scaled=list(self.scaled), per_micro_batch=list(self.accumulation_steps),
-                              clip_steps=len(self.clip_steps))
+                              clip_steps=self.clip_steps)

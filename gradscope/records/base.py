@@ -16,11 +16,13 @@ Nothing here imports torch: records, judges and reports run without it.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import types
 import typing
-from typing import Annotated, Any, ClassVar, Literal, Mapping, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping, TypeVar, Union
 
 import numpy as np
 
@@ -39,6 +41,22 @@ Matrix = Annotated[np.ndarray, Dims(2)]
 
 R = TypeVar("R", bound="Record")
 _FIX = "the file was changed by hand or written by another tool; write it again with gradscope"
+#: inside ``arrays_as_numpy()``: ``to_json`` leaves numeric arrays as NumPy arrays
+_KEEP_ARRAYS: contextvars.ContextVar[bool] = contextvars.ContextVar("gradscope_keep_arrays", default=False)
+#: the key of the JSON object that stands for an array kept in a record's side file
+ARRAY_REF = "$array"
+
+
+@contextlib.contextmanager
+def arrays_as_numpy() -> Iterator[None]:
+    """Within this block ``to_json()`` leaves numeric arrays as NumPy arrays instead of lists, so
+    that a writer can store the large ones in bulk (``records.io``'s side file) without turning
+    millions of numbers into Python floats and back."""
+    token = _KEEP_ARRAYS.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_ARRAYS.reset(token)
 
 
 def empty_vector() -> np.ndarray:
@@ -105,7 +123,7 @@ def clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     if isinstance(value, np.ndarray):
-        return array_json(value)
+        return value if _KEEP_ARRAYS.get() else array_json(value)
     if hasattr(value, "to_json"):  # records and findings
         return value.to_json()
     return value
@@ -124,7 +142,13 @@ def read_array(value: Any, dims: int, path: str) -> np.ndarray:
 
     Read row by row: a row of plain numbers converts in one NumPy call, and only a row holding
     ``null``, ``"NaN"`` or ``"Infinity"`` (or something wrong, which is then named) is read entry
-    by entry."""
+    by entry. A NumPy array (what ``records.io`` read from a side file) is taken as it is once its
+    dimensions and number type are checked."""
+    if isinstance(value, np.ndarray):
+        return _from_numpy(value, dims, path)
+    if isinstance(value, Mapping) and ARRAY_REF in value:
+        raise RecordError(f"{path} is kept in the record's side file (.npz) and was not read with it; "
+                          "read the record with gradscope.load_record(path), which opens both files")
     if not isinstance(value, (list, tuple)):
         raise fail(path, "a list of numbers" if dims == 1 else "a list of rows of numbers", value)
     if dims == 1:
@@ -143,6 +167,15 @@ def read_array(value: Any, dims: int, path: str) -> np.ndarray:
             raise RecordError(f"{where} has {len(row)} values where the rows before it have {width}; {_FIX}")
         rows.append(_numbers(row, where))
     return np.stack(rows) if width else np.zeros((len(rows), 0))
+
+
+def _from_numpy(value: np.ndarray, dims: int, path: str) -> np.ndarray:
+    if value.dtype.kind not in "fiu":
+        raise RecordError(f"{path} should be an array of numbers, got an array of {value.dtype} values; {_FIX}")
+    if value.ndim != dims:
+        raise RecordError(f"{path} should be an array of {dims} dimension{'s' if dims > 1 else ''}, got "
+                          f"{value.ndim} (shape {tuple(value.shape)}); {_FIX}")
+    return value.astype(float, copy=False)
 
 
 def _has_bool(values: list[Any] | tuple[Any, ...], read: np.ndarray) -> bool:
@@ -283,6 +316,18 @@ def field_names(cls: type[Record]) -> list[str]:
     return [f.name for f, _ in _fields(cls)]
 
 
+def _array_hint(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return any(isinstance(m, Dims) for m in typing.get_args(hint)[1:])
+    return origin in (Union, types.UnionType) and any(_array_hint(a) for a in typing.get_args(hint))
+
+
+def array_fields(cls: type[Record]) -> list[str]:
+    """The fields of a record type that hold numeric arrays (``Vector``, ``Matrix``, or one or None)."""
+    return [f.name for f, hint in _fields(cls) if _array_hint(hint)]
+
+
 class ProbeRecord(Record):
     """What one probe captured. Subclasses name their probe: ``class X(ProbeRecord, probe="x")``.
 
@@ -293,6 +338,10 @@ class ProbeRecord(Record):
     probe: ClassVar[str] = ""
     #: fields a code's judgement needs, for codes whose evidence older records may lack
     evidence: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: per-parameter per-step arrays (a row per step, a column per parameter tensor) and the
+    #: field that lists their rows' steps when it differs from ``steps`` (None there: the same);
+    #: a written record thins them to a fixed budget of values (``records.budget``)
+    per_parameter: ClassVar[dict[str, str]] = {}
     _types: ClassVar[dict[str, type[ProbeRecord]]] = {}
 
     def __init_subclass__(cls, probe: str = "", **kwargs: Any) -> None:

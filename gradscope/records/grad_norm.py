@@ -12,7 +12,10 @@ from gradscope.records.stats import Stats, StatsTable, upgrade_named
 class GradNormRecord(ProbeRecord, probe="grad_norm"):
     """Norms after backward, before clipping, for the kept steps; statistics over every step.
 
-    ``parameter_norms`` is None when it was left out to keep a page small (the statistics stay).
+    ``parameter_norms`` is None when it was left out to keep a page or a record small (the
+    statistics stay). A written record keeps at most a fixed number of per-parameter values
+    (``records.budget``): its rows are then a subset of the kept steps, listed in
+    ``parameter_steps`` (None: one row per entry of ``steps``, as the probe keeps them).
     """
 
     parameters: list[str] = field(default_factory=list)
@@ -29,8 +32,10 @@ class GradNormRecord(ProbeRecord, probe="grad_norm"):
     total_stats: Stats = field(default_factory=Stats)
     no_gradient: list[str] | None = None     # trainable parameters that never got a gradient
     steps_seen: int | None = None             # steps whose norms were recorded, kept or not
+    parameter_steps: list[int] | None = None  # the steps of parameter_norms' rows, when fewer than steps
 
     evidence = {"GS201": ("no_gradient",), "GS202": ("no_gradient",), "GS205": ("steps_seen",)}
+    per_parameter = {"parameter_norms": "parameter_steps"}
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +59,9 @@ class GradNormRecord(ProbeRecord, probe="grad_norm"):
         if n_steps or self.layer_norms.size:
             checks.append(("layer_norms", self.layer_norms.shape[0], n_steps, "a row per step"))
         if self.parameter_norms is not None and self.parameter_norms.size:
-            checks.append(("parameter_norms", self.parameter_norms.shape[0], n_steps, "a row per step"))
+            rows, what = ((len(self.parameter_steps), "a row per entry of parameter_steps")
+                          if self.parameter_steps is not None else (n_steps, "a row per step"))
+            checks.append(("parameter_norms", self.parameter_norms.shape[0], rows, what))
         for name, got, want, what in checks:
             if got != want and not (name.endswith("_stats") and got == 0):
                 raise fail(f"{path}.{name}", f"{want} entries ({what})", getattr(self, name).tolist()

@@ -202,6 +202,9 @@ class RunRecord(Record):
     grad_scaler: bool | None = None           # a torch.amp.GradScaler scaled the losses
     distributed: DistributedInfo | None = None
     notes: list[str] = field(default_factory=list)   # what the capture could not do, and why
+    #: arrays a written record keeps fewer rows of than the probes kept (``records.budget``):
+    #: their path, such as "probes.grad_norm.parameter_norms", and the steps of the rows left ([]: dropped)
+    thinned: dict[str, list[int]] | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     probes: dict[str, ProbeRecord] = field(default_factory=dict)
