@@ -25,7 +25,8 @@ from gradscope.scope import watch
 
 from workloads import WORKLOADS, interleaved_ratio, make_step, sync
 
-ALONE = ["grad_norm", "nonfinite", "dead_units", "update_ratio", "clipping", "freeze", "timing"]
+ALONE = ["grad_norm", "nonfinite", "dead_units", "update_ratio", "clipping", "freeze", "timing", "loss",
+         "loss_inputs", "mode", "zero_grad", "lr", "hooks"]
 TARGETS = {"resnet18": 1.05, "cnn": 1.10, "transformer": 1.10}  # on CPU, from the project's goals
 CUDA_TARGET = 1.03  # default probes on a GPU (resnet50, AMP bf16)
 ROUNDS = int(os.environ.get("GRADSCOPE_BENCH_ROUNDS", "7"))
