@@ -44,7 +44,7 @@ from gradscope.distributed import (
 from gradscope.errors import GradscopeError
 from gradscope.findings import Finding, sort_findings
 from gradscope.probes import DEFAULT_PROBES, OPTIONAL_NAMES, OPTIONAL_PROBES, PROBE_NAMES, judge_run
-from gradscope.probes.base import ActivationSpec, Probe, RunState, StepOn, WatchOptions
+from gradscope.probes.base import ActivationSpec, Probe, RunState, StepOn, WatchOptions, grad_outputs
 from gradscope.probes.freeze import FreezeProbe
 from gradscope.probes.tensor_grad import TensorProbe
 from gradscope.records import DistributedInfo, ModelInfo, ProbeRecord, Registration, RunRecord, write_record
@@ -326,7 +326,7 @@ class Scope:
     def _on_output(self, _module: nn.Module, _args: Any, output: Any) -> None:
         if not torch.is_grad_enabled() or torch.compiler.is_compiling():
             return
-        for t in _grad_outputs(output):
+        for t in grad_outputs(output):
             t.register_hook(self._on_output_grad)
 
     def _on_output_grad(self, _grad: torch.Tensor) -> None:
@@ -604,23 +604,6 @@ class Scope:
     def report(self, path: str | Path) -> Path:
         """Write the JSON record to ``path`` atomically and return the path."""
         return write_record(self.to_record(), path)
-
-
-def _grad_outputs(value: Any, limit: int = 4) -> list[torch.Tensor]:
-    """The first few tensors of a forward's output that require grad (tensors, tuples, dicts,
-    ``ModelOutput``-like mappings)."""
-    found: list[torch.Tensor] = []
-    todo = [value]
-    while todo and len(found) < limit:
-        item = todo.pop(0)
-        if isinstance(item, torch.Tensor):
-            if item.requires_grad:
-                found.append(item)
-        elif isinstance(item, (list, tuple)):
-            todo.extend(item)
-        elif isinstance(item, Mapping):
-            todo.extend(item.values())
-    return found
 
 
 def watch(

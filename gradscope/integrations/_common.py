@@ -102,6 +102,25 @@ def run_status(error: BaseException | None) -> RunStatus:
     return "crashed"
 
 
+class SessionResults:
+    """What a callback shows of its session: the scope while it runs, the record and its
+    findings once training ended (registration findings included)."""
+
+    session: WatchSession
+
+    @property
+    def scope(self) -> Scope | None:
+        return self.session.scope
+
+    @property
+    def record(self) -> RunRecord | None:
+        return self.session.record
+
+    @property
+    def findings(self) -> list[Finding]:
+        return list(self.session.record.findings) if self.session.record is not None else []
+
+
 class WatchSession:
     """One watched fit, shared by the trainer callbacks.
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradscope.errors import GradscopeError
-from gradscope.integrations._common import ReportFiles, WatchSession, require, watch_options
+from gradscope.integrations._common import ReportFiles, SessionResults, WatchSession, require, watch_options
 
 _lightning = require(("lightning.pytorch", "pytorch_lightning"), "gradscope.integrations.lightning")
 
@@ -45,9 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
     from lightning.pytorch import Callback, LightningModule, Trainer
 
-    from gradscope.findings import Finding
-    from gradscope.records import RunRecord
-    from gradscope.scope import Scope
 else:
     Callback = _lightning.Callback
 
@@ -60,7 +57,7 @@ UNSUPPORTED_STRATEGIES = {
 }
 
 
-class GradscopeCallback(Callback):
+class GradscopeCallback(SessionResults, Callback):
     """Watch a Lightning fit with gradscope and write its record and report.
 
     Args:
@@ -92,20 +89,6 @@ class GradscopeCallback(Callback):
         self.json_path: Path | None = None
         self.html_path: Path | None = None
         self._stepped = False   # an optimizer step happened in the current batch
-
-    # ---- results -----------------------------------------------------------------------------------
-    @property
-    def scope(self) -> Scope | None:
-        return self.session.scope
-
-    @property
-    def record(self) -> RunRecord | None:
-        return self.session.record
-
-    @property
-    def findings(self) -> list[Finding]:
-        """The run's findings once the fit ended (registration findings included)."""
-        return list(self.session.record.findings) if self.session.record is not None else []
 
     # ---- hooks -------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -27,7 +27,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradscope.integrations._common import ReportFiles, WatchSession, require, unwrap_optimizer, watch_options
+from gradscope.integrations._common import (
+    ReportFiles,
+    SessionResults,
+    WatchSession,
+    require,
+    unwrap_optimizer,
+    watch_options,
+)
 
 _transformers = require(("transformers",), "gradscope.integrations.transformers")
 
@@ -35,9 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import nn
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-    from gradscope.findings import Finding
     from gradscope.records import RunRecord
-    from gradscope.scope import Scope
 else:
     TrainerCallback = _transformers.TrainerCallback
 
@@ -47,7 +52,7 @@ DEEPSPEED = ("DeepSpeed (ZeRO) keeps the gradients in its own flattened, partiti
              "DeepSpeed's own engine.get_global_grad_norm().")
 
 
-class GradscopeCallback(TrainerCallback):
+class GradscopeCallback(SessionResults, TrainerCallback):
     """Watch a ``Trainer.train()`` run with gradscope and write its record and report.
 
     Args:
@@ -73,20 +78,6 @@ class GradscopeCallback(TrainerCallback):
         self.html_path: Path | None = None
         self._output_dir = Path(".")
         self._main_process = True
-
-    # ---- results -----------------------------------------------------------------------------------
-    @property
-    def scope(self) -> Scope | None:
-        return self.session.scope
-
-    @property
-    def record(self) -> RunRecord | None:
-        return self.session.record
-
-    @property
-    def findings(self) -> list[Finding]:
-        """The run's findings once training ended (registration findings included)."""
-        return list(self.session.record.findings) if self.session.record is not None else []
 
     # ---- events ------------------------------------------------------------------------------------
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,

@@ -205,3 +205,23 @@ def declared_probes() -> dict[str, type[Probe]]:
     import gradscope.probes  # noqa: F401  the built-ins declare themselves on import
 
     return dict(Probe._declared)
+
+
+def grad_outputs(value: Any, limit: int = 4) -> list[torch.Tensor]:
+    """The first few tensors of a forward's output that require grad: a tensor, or one inside
+    tuples, lists, dicts or a ``ModelOutput``-like mapping (anything with ``values()``)."""
+    found: list[torch.Tensor] = []
+    todo = [value]
+    while todo and len(found) < limit:
+        item = todo.pop(0)
+        if isinstance(item, torch.Tensor):
+            if item.requires_grad:
+                found.append(item)
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif isinstance(item, dict) or (hasattr(item, "values") and callable(item.values)):
+            try:
+                todo.extend(item.values())
+            except TypeError:
+                pass
+    return found

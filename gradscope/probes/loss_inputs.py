@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gradscope.judges.loss_inputs import judge_loss_inputs
-from gradscope.probes.base import Probe
+from gradscope.probes.base import Probe, grad_outputs
 from gradscope.probes.patches import FunctionPatch, call_site
 from gradscope.records.loss_inputs import LossInputSite, LossInputsRecord
 from gradscope.reports.sections.loss_inputs import section_loss_inputs
@@ -83,9 +83,7 @@ class LossInputProbe(Probe):
 
     def _after_forward(self, _module: nn.Module, _args: Any, output: Any) -> None:
         if torch.is_grad_enabled():
-            tensors = [output] if isinstance(output, torch.Tensor) else \
-                [t for t in (output if isinstance(output, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
-            self.outputs = [weakref.ref(t) for t in tensors[:4]]
+            self.outputs = [weakref.ref(t) for t in grad_outputs(output)]
 
     def _mine(self, x: torch.Tensor) -> bool:
         if len(_OPEN) == 1:

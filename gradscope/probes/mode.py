@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from gradscope.distributed import clean_name
 from gradscope.judges.mode import judge_mode
-from gradscope.probes.base import Probe
+from gradscope.probes.base import Probe, grad_outputs
 from gradscope.probes.patches import FunctionPatch, argument, calling_module
 from gradscope.records.mode import ModeRecord
 from gradscope.reports.sections.loop import section_mode
@@ -55,27 +55,6 @@ class _Forward:
 
     def freed(self) -> bool:
         return all(ref() is None for ref in self.outputs)
-
-
-def _grad_outputs(value: Any, limit: int = 4) -> list[torch.Tensor]:
-    """The first few tensors of a forward's output that require grad (tensors, tuples, dicts)."""
-    found: list[torch.Tensor] = []
-    todo = [value]
-    while todo and len(found) < limit:
-        item = todo.pop(0)
-        if isinstance(item, torch.Tensor):
-            if item.requires_grad:
-                found.append(item)
-        elif isinstance(item, (list, tuple)):
-            todo.extend(item)
-        elif isinstance(item, dict):
-            todo.extend(item.values())
-        elif hasattr(item, "values") and callable(item.values):   # ModelOutput and friends
-            try:
-                todo.extend(item.values())
-            except TypeError:
-                pass
-    return found
 
 
 class ModeProbe(Probe):
@@ -157,7 +136,7 @@ class ModeProbe(Probe):
             return
         if not any(m.training for _, m in self.sensitive):
             return   # nothing here behaves differently in training
-        outputs = _grad_outputs(output)
+        outputs = grad_outputs(output)
         if not outputs:
             return
         forward = _Forward(run.step, outputs)
