@@ -19,6 +19,7 @@ from gradscope.reports.charts import (
     NONFINITE_COLOUR,
     ZERO_COLOUR,
     Chart,
+    Envelope,
     bucket_mean,
     bucket_starts,
     envelope,
@@ -121,13 +122,18 @@ def total_norm_figure(grad: GradNormRecord, clip: ClippingRecord | None = None) 
         ax.set_xlabel("step")
         ax.set_ylabel("L2 norm of all gradients")
         ax.legend(loc="upper right", fontsize=8)
-    notes = [f"{len(y)} recorded steps"]
+    chart.caption = _series_caption(len(y), env, bad, "norm")
+    return chart
+
+
+def _series_caption(steps: int, env: Envelope, bad: int, what: str) -> str:
+    """The caption of a per-step line: how many steps, how they were averaged, the non-finite ones."""
+    notes = [f"{steps} recorded steps"]
     if env.reduced:
         notes.append(f"averaged into {len(env.x)} points, shaded band: min to max in each bucket")
     if bad:
-        notes.append(f"red lines: {bad} step(s) with a non-finite norm")
-    chart.caption = "; ".join(notes) + "."
-    return chart
+        notes.append(f"red lines: {bad} step(s) with a non-finite {what}")
+    return "; ".join(notes) + "."
 
 
 def gradient_flow_figure(grad: GradNormRecord) -> Chart | None:
@@ -257,12 +263,7 @@ def loss_figure(rec: LossRecord) -> Chart | None:
             log_scale(ax)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-    notes = [f"{len(y)} recorded steps"]
-    if env.reduced:
-        notes.append(f"averaged into {len(env.x)} points, shaded band: min to max in each bucket")
-    if bad:
-        notes.append(f"red lines: {bad} step(s) with a non-finite loss")
-    chart.caption = "; ".join(notes) + "."
+    chart.caption = _series_caption(len(y), env, bad, "loss")
     return chart
 
 
