@@ -106,10 +106,17 @@ class ModeProbe(Probe):
         self.pending.clear()
 
     def _on_dropout(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if argument(args, kwargs, 2, "training", True):
+        run = self.run
+        if run is not None and run.model.training and torch.is_grad_enabled():
+            return   # the common case first, in training, hundreds of times a step in a transformer
+        p = argument(args, kwargs, 1, "p", 0.5)
+        if argument(args, kwargs, 2, "training", True) and not (isinstance(p, (int, float)) and p == 0):
             self._dropout_on("F.dropout")
 
     def _on_attention(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        run = self.run
+        if run is not None and run.model.training and torch.is_grad_enabled():
+            return
         p = argument(args, kwargs, 4, "dropout_p", 0.0)
         if isinstance(p, (int, float)) and p > 0:
             self._dropout_on("scaled_dot_product_attention")
